@@ -42,7 +42,7 @@ DEFAULT_MAX_DEPTH = 256
 #: with small pieces stays well under this).
 DEFAULT_MAX_SIZE = 64 << 20
 
-_codec = bencodepy.Bencode(encoding=None, dict_ordered=True)
+_codec = bencodepy.Bencode(encoding=None, dict_ordered=True, max_depth=DEFAULT_MAX_DEPTH + 1)
 
 _DIGITS = frozenset(b"0123456789")
 # Longest integer literal we accept: 64-bit values need at most 20 characters.

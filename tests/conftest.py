@@ -1,0 +1,19 @@
+"""Shared test settings.
+
+Hypothesis example counts come from HYPOTHESIS_EXAMPLES (CI sets >= 5000) so
+property tests run the same code locally with fewer examples when wanted.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default",
+    max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "5000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("default")
