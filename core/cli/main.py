@@ -1,0 +1,148 @@
+"""Entry point of the ``torrent`` command.
+
+Each subcommand lives in its own module and is imported only when used, so
+``torrent --help`` stays instant.  Exit codes: 0 success, 2 usage error
+(argparse), 1 bad input or failure, reported as one line on stderr and never
+a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from ..errors import TorrentError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """Bad arguments that argparse could not catch by itself; exits 2."""
+
+
+def _add_metainfo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "metainfo",
+        help="inspect a .torrent file",
+        description="Inspect a .torrent file.",
+    )
+    p.add_argument("file", help="path to a .torrent file ('-' for stdin)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("magnet", help="print the magnet link (info-hash, name, trackers)")
+    actions.add_parser("pprint", help="print name, sizes, hashes, trackers and the file tree")
+    p.set_defaults(handler="core.cli.metainfo_cmd:run")
+
+
+def _add_create(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "create",
+        help="create a .torrent from a file or directory",
+        description="Create a .torrent from a file or directory.",
+    )
+    p.add_argument("root", help="file or directory to describe")
+    p.add_argument("-o", "--output", required=True, help="where to write the .torrent")
+    p.add_argument(
+        "-a",
+        "--announce",
+        action="append",
+        default=[],
+        metavar="TRACKER",
+        help="tracker URL; repeat for more; separate URLs of one tier with commas",
+    )
+    p.add_argument(
+        "-w", "--webseed", action="append", default=[], metavar="URL", help="web seed (BEP 19)"
+    )
+    p.add_argument(
+        "--piece-length",
+        type=_parse_size,
+        default=None,
+        metavar="N",
+        help="piece length in bytes (suffixes K, M allowed); default: automatic",
+    )
+    p.add_argument("--private", action="store_true", help="set the private flag (BEP 27)")
+    version = p.add_mutually_exclusive_group()
+    version.add_argument("--v1", dest="version", action="store_const", const="v1")
+    version.add_argument("--v2", dest="version", action="store_const", const="v2")
+    version.add_argument(
+        "--hybrid", dest="version", action="store_const", const="hybrid", help="(default)"
+    )
+    p.add_argument("-c", "--comment", default=None)
+    p.add_argument("--source", default=None, help="source tag (private trackers)")
+    p.add_argument("--threads", type=int, default=2, help="hashing threads (default 2)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler="core.cli.create_cmd:run", version="hybrid")
+
+
+def _add_bencode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bencode",
+        help="decode any bencoded file",
+        description="Decode any bencoded file.",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    j = actions.add_parser("json", help="print as JSON (bytes that are not UTF-8 as hex)")
+    j.add_argument("file", help="path ('-' for stdin)")
+    s = actions.add_parser("spew", help="print the structure with types and lengths")
+    s.add_argument("file", help="path ('-' for stdin)")
+    p.set_defaults(handler="core.cli.bencode_cmd:run")
+
+
+def _parse_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = 1
+    if t and t[-1] in units:
+        mult = units[t[-1]]
+        t = t[:-1]
+    try:
+        value = int(float(t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"negative size: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torrent",
+        description="A BitTorrent client and toolbox.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_metainfo(sub)
+    _add_create(sub)
+    _add_bencode(sub)
+    return parser
+
+
+def _resolve(spec: str) -> Handler:
+    import importlib
+
+    module_name, func = spec.split(":")
+    handler: Handler = getattr(importlib.import_module(module_name), func)
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _resolve(args.handler)(args)
+    except UsageError as exc:
+        parser.exit(2, f"torrent: error: {exc}\n")
+    except TorrentError as exc:
+        print(f"torrent: error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"torrent: error: {exc.strerror or exc}{where}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("torrent: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # pragma: no cover - e.g. `torrent ... | head`
+        return 0
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
