@@ -1,0 +1,734 @@
+"""Piece picking: which 16 KiB blocks to request from which peer, and when.
+
+The picker is pure bookkeeping (no sockets, no asyncio, no clock). The engine
+calls it from the event loop for every received block and every request round,
+so every hot path is either O(1) or proportional to the requests it returns.
+
+Order of preference (highest first):
+
+1. piece priority (:class:`~core.types.PiecePriority`; ``NONE`` is never requested),
+2. pieces already started (a chunk received or in flight) before fresh ones, so
+   pieces complete and can be hashed and served early,
+3. rarest first (fewest connected peers have it), so rare pieces spread,
+4. a random tiebreak drawn from an injectable RNG (seed it in tests).
+
+How the order stays cheap: every requestable piece sits in exactly one bucket,
+keyed by ``(group, availability)`` where the group encodes priority and
+started/fresh. A bucket is an unordered list with an index per piece, so moving
+a piece when its availability or state changes is a swap-and-pop plus an
+append: O(1), never a re-sort. ``pick`` walks the buckets in order and stops as
+soon as it has enough requests; pieces that cannot take a request (fully
+requested, complete and awaiting hash, had, unwanted) are kept out of the
+buckets so the walk never wades through them.
+
+Availability is stored as ``base + delta[piece]``: a seed (a full bitfield or
+HaveAll) only bumps ``base``, and a bitfield with more than half the pieces
+bumps ``base`` and decrements the pieces it lacks, so a peer connecting costs
+O(min(k, n - k)) rather than O(n) bucket moves.
+
+Endgame: once every wanted chunk is received or in flight, ``pick`` hands out
+chunks already requested from another peer (at most one duplicate per chunk);
+when either copy arrives, :meth:`Picker.on_block_received` names the other
+peer so the engine can send a cancel.
+
+Unverified cap: bytes received but not yet hashed are counted; once they reach
+``max_unverified_bytes``, ``pick`` only continues pieces that already hold
+received data and starts no new piece. (Refusing everything would deadlock if
+the budget were spent on several half-received pieces.)
+
+Sets of pieces and chunks are big-endian ``bitarray``s (the BEP 3 bitfield
+layout); chunk ``c`` of piece ``p`` is bit ``p * chunks_per_piece + c``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from itertools import islice
+from typing import NamedTuple
+
+from bitarray import bitarray
+from bitarray.util import any_and, count_and, zeros
+
+from .types import PiecePriority
+
+CHUNK_SIZE = 16 * 1024
+"""Request size used by every client in practice (BEP 3 recommends 2^14)."""
+
+# Groups: (NOW - priority) * 2 + (0 if started else 1); lower is picked first.
+_TOP = int(PiecePriority.NOW)
+_NUM_GROUPS = _TOP * 2
+# Sentinels for ``_group`` of pieces that are in no bucket.
+_NOWHERE = -1
+_SATURATED = -2  # wanted, but every chunk is received or in flight (endgame material)
+
+
+class Request(NamedTuple):
+    """One block request: ``length`` bytes at ``begin`` within ``piece``."""
+
+    piece: int
+    begin: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOutcome:
+    """What the engine must do after a block arrived.
+
+    ``useful``: the data was new and should be written. ``cancel``: other peers
+    that had this block outstanding (endgame duplicates): send them a cancel.
+    ``piece_complete``: every chunk of the piece is now received; queue it for
+    hashing, then call :meth:`Picker.on_piece_hashed`.
+    """
+
+    useful: bool
+    cancel: tuple[Hashable, ...] = ()
+    piece_complete: bool = False
+
+
+_USELESS = BlockOutcome(False)
+
+
+class Picker:
+    """Chunk-level download state of one torrent, and the request policy.
+
+    Peers are identified by any hashable key chosen by the engine. Pieces
+    start with ``priority`` (default ``NORMAL``: everything wanted); the engine
+    sets per-piece priorities from file priorities and readers.
+    """
+
+    def __init__(
+        self,
+        num_pieces: int,
+        piece_length: int,
+        total_length: int,
+        *,
+        rng: random.Random | None = None,
+        priority: PiecePriority = PiecePriority.NORMAL,
+        max_unverified_bytes: int | None = None,
+    ) -> None:
+        if piece_length <= 0:
+            raise ValueError(f"piece_length must be positive, got {piece_length}")
+        if total_length < 0:
+            raise ValueError(f"total_length must not be negative, got {total_length}")
+        if num_pieces != -(-total_length // piece_length):
+            raise ValueError(
+                f"{num_pieces} pieces do not cover {total_length} bytes in pieces of {piece_length}"
+            )
+        n = num_pieces
+        self._n = n
+        self._plen = piece_length
+        self._total = total_length
+        self._cpp = -(-piece_length // CHUNK_SIZE)
+        self._last_size = total_length - (n - 1) * piece_length if n else 0
+        self._last_nchunks = -(-self._last_size // CHUNK_SIZE)
+        self._rng = rng if rng is not None else random.Random()
+
+        nchunks = n * self._cpp
+        self._received = zeros(nchunks, "big")
+        self._requested = zeros(nchunks, "big")  # in flight and not yet received
+        self._claimed = zeros(nchunks, "big")  # received | requested
+        self._recv_count = [0] * n
+        self._claim_count = [0] * n
+
+        prio = int(priority)
+        self._prio = [prio] * n
+        self._have = zeros(n, "big")
+        self._busy = zeros(n, "big")  # complete awaiting hash, or being hashed
+        self._wanted = zeros(n, "big")  # priority != NONE and not had
+        if prio:
+            self._wanted.setall(1)
+        self._num_have = 0
+
+        self._base = 0
+        self._delta = [0] * n
+        perm = list(range(n))
+        self._rng.shuffle(perm)
+        rank = [0] * n
+        for i, p in enumerate(perm):
+            rank[p] = i
+        self._rand = rank  # fixed random rank per piece: the tiebreak
+
+        self._group = [_NOWHERE] * n
+        self._slot = [0] * n
+        self._buckets: list[dict[int, list[int]]] = [{} for _ in range(_NUM_GROUPS)]
+        self._keys: list[list[int]] = [[] for _ in range(_NUM_GROUPS)]
+        self._group_size = [0] * _NUM_GROUPS
+        self._requestable = zeros(n, "big")
+        self._num_requestable = 0
+        self._saturated: dict[int, None] = {}
+
+        self._owner: dict[int, Hashable] = {}
+        self._dup: dict[int, Hashable] = {}
+        self._by_peer: dict[Hashable, set[int]] = {}
+
+        self._unverified = 0
+        self._max_unverified = max_unverified_bytes
+        self._wanted_missing = total_length if prio else 0
+
+        if prio and n:
+            # Every piece starts fresh with availability 0: one bucket, in random order.
+            g = (_TOP - prio) * 2 + 1
+            self._buckets[g][0] = perm
+            self._keys[g].append(0)
+            self._group_size[g] = n
+            for i, p in enumerate(perm):
+                self._slot[p] = i
+            self._group = [g] * n
+            self._requestable.setall(1)
+            self._num_requestable = n
+
+    # ------------------------------------------------------------------ geometry
+
+    @property
+    def num_pieces(self) -> int:
+        return self._n
+
+    @property
+    def chunks_per_piece(self) -> int:
+        """Chunks in a full-size piece (the last piece may have fewer)."""
+        return self._cpp
+
+    def piece_size(self, piece: int) -> int:
+        return self._plen if piece < self._n - 1 else self._last_size
+
+    def num_chunks(self, piece: int) -> int:
+        return self._cpp if piece < self._n - 1 else self._last_nchunks
+
+    def chunk_length(self, piece: int, begin: int) -> int:
+        return min(CHUNK_SIZE, self.piece_size(piece) - begin)
+
+    def _received_bytes(self, p: int) -> int:
+        count = self._recv_count[p]
+        if not count:
+            return 0
+        nc = self.num_chunks(p)
+        total = count * CHUNK_SIZE
+        if self._received[p * self._cpp + nc - 1]:
+            total -= nc * CHUNK_SIZE - self.piece_size(p)
+        return total
+
+    def _check_bits(self, bits: bitarray) -> None:
+        if len(bits) != self._n:
+            raise ValueError(f"bitfield has {len(bits)} bits, torrent has {self._n} pieces")
+
+    # ---------------------------------------------------------------- buckets
+
+    def _bucket_insert(self, p: int, g: int) -> None:
+        d = self._delta[p]
+        bucket = self._buckets[g].get(d)
+        if bucket is None:
+            bucket = self._buckets[g][d] = []
+            bisect.insort(self._keys[g], d)
+        i = len(bucket)
+        bucket.append(p)
+        # Land at a pseudo-random position so arrival order does not become
+        # download order (which would make every client fetch the same pieces).
+        j = self._rand[p] % (i + 1)
+        if j != i:
+            q = bucket[j]
+            bucket[j] = p
+            bucket[i] = q
+            self._slot[q] = i
+        self._slot[p] = j
+        self._group[p] = g
+
+    def _bucket_remove(self, p: int, g: int) -> None:
+        bucket = self._buckets[g][self._delta[p]]
+        i = self._slot[p]
+        last = bucket.pop()
+        if last != p:
+            bucket[i] = last
+            self._slot[last] = i
+
+    def _place(self, p: int) -> None:
+        """Move ``p`` to the bucket (or set) its current state calls for."""
+        prio = self._prio[p]
+        claimed = self._claim_count[p]
+        if self._have[p] or self._busy[p] or not prio:
+            target = _NOWHERE
+        elif claimed >= self.num_chunks(p):
+            target = _SATURATED
+        else:
+            target = (_TOP - prio) * 2 + (0 if claimed else 1)
+        cur = self._group[p]
+        if cur == target:
+            return
+        if cur >= 0:
+            self._bucket_remove(p, cur)
+            self._group_size[cur] -= 1
+            self._requestable[p] = 0
+            self._num_requestable -= 1
+        elif cur == _SATURATED:
+            del self._saturated[p]
+        if target >= 0:
+            self._bucket_insert(p, target)
+            self._group_size[target] += 1
+            self._requestable[p] = 1
+            self._num_requestable += 1
+        else:
+            if target == _SATURATED:
+                self._saturated[p] = None
+            self._group[p] = target
+
+    def _avail_add(self, p: int, k: int) -> None:
+        g = self._group[p]
+        if g >= 0:
+            self._bucket_remove(p, g)
+            self._delta[p] += k
+            self._bucket_insert(p, g)
+        else:
+            self._delta[p] += k
+
+    # ----------------------------------------------------------- availability
+
+    def availability(self, piece: int) -> int:
+        """How many connected peers have ``piece``."""
+        return self._base + self._delta[piece]
+
+    def peer_has(self, piece: int) -> None:
+        """A peer announced ``piece`` (a HAVE message). O(1)."""
+        self._avail_add(piece, 1)
+
+    def peer_have_all(self) -> None:
+        """A seed connected (HaveAll, or a full bitfield). O(1)."""
+        self._base += 1
+
+    def peer_lost_all(self) -> None:
+        """A seed disconnected. O(1)."""
+        self._base -= 1
+
+    def peer_bitfield(self, bits: bitarray) -> None:
+        """A peer's BITFIELD arrived (``len(bits) == num_pieces``, trimmed of padding)."""
+        self._apply_bitfield(bits, 1)
+
+    def peer_lost(self, bits: bitarray) -> None:
+        """A peer with pieces ``bits`` disconnected; undo its availability."""
+        self._apply_bitfield(bits, -1)
+
+    def _apply_bitfield(self, bits: bitarray, k: int) -> None:
+        self._check_bits(bits)
+        count = bits.count()
+        if 2 * count > self._n:
+            # Cheaper to count the peer as a seed and correct the pieces it lacks.
+            self._base += k
+            for p in bits.search(0):
+                self._avail_add(p, -k)
+        else:
+            for p in bits.search(1):
+                self._avail_add(p, k)
+
+    # -------------------------------------------------------------- priorities
+
+    def priority(self, piece: int) -> PiecePriority:
+        return PiecePriority(self._prio[piece])
+
+    def set_priority(self, piece: int, prio: PiecePriority) -> None:
+        """Change one piece's priority; the next :meth:`pick` sees it.
+
+        Requests already in flight for a piece set to ``NONE`` stay outstanding
+        (the engine may cancel them); their blocks are still accepted.
+        """
+        new = int(prio)
+        old = self._prio[piece]
+        if old == new:
+            return
+        if not self._have[piece] and (old == 0) != (new == 0):
+            missing = self.piece_size(piece) - self._received_bytes(piece)
+            if new:
+                self._wanted_missing += missing
+                self._wanted[piece] = 1
+            else:
+                self._wanted_missing -= missing
+                self._wanted[piece] = 0
+        self._prio[piece] = new
+        self._place(piece)
+
+    def set_priorities(self, pieces: Iterable[int], prio: PiecePriority) -> None:
+        """Bulk :meth:`set_priority` (a file's piece range, a reader window)."""
+        for p in pieces:
+            self.set_priority(p, prio)
+
+    # ------------------------------------------------------------ piece state
+
+    def have(self, piece: int) -> bool:
+        return bool(self._have[piece])
+
+    @property
+    def num_have(self) -> int:
+        return self._num_have
+
+    def have_bitfield(self) -> bitarray:
+        """A copy of the verified pieces, ready to send as a BEP 3 bitfield."""
+        return self._have.copy()
+
+    def is_complete(self) -> bool:
+        """Every wanted piece is verified (nothing left to download)."""
+        return not self._wanted.any()
+
+    def is_hashing(self, piece: int) -> bool:
+        """Complete and waiting for (or undergoing) a hash check."""
+        return bool(self._busy[piece])
+
+    def piece_complete_chunks(self, piece: int) -> bool:
+        """Every chunk of ``piece`` has been received (it is ready to hash)."""
+        return self._recv_count[piece] == self.num_chunks(piece) and not self._have[piece]
+
+    def received_chunks(self, piece: int) -> int:
+        return self._recv_count[piece]
+
+    def set_have(self, piece: int) -> None:
+        """``piece`` is verified (from a hash check or the completion store).
+
+        Any requests still outstanding for it are forgotten; blocks that arrive
+        later are reported as not useful.
+        """
+        if self._have[piece]:
+            return
+        recv = self._received_bytes(piece)
+        self._unverified -= recv
+        if self._prio[piece]:
+            self._wanted_missing -= self.piece_size(piece) - recv
+        self._wanted[piece] = 0
+        self._have[piece] = 1
+        self._busy[piece] = 0
+        self._num_have += 1
+        self._reset_chunks(piece)
+        self._place(piece)
+
+    def mark_hashing(self, piece: int) -> None:
+        """Keep ``piece`` out of requests while the engine re-checks it."""
+        if not self._have[piece]:
+            self._busy[piece] = 1
+            self._place(piece)
+
+    def on_piece_hashed(self, piece: int, ok: bool) -> None:
+        """The hash check of ``piece`` finished.
+
+        On success the piece is had. On failure all its received chunks are
+        discarded and it becomes requestable again from scratch.
+        """
+        if self._have[piece]:
+            return
+        self._busy[piece] = 0
+        if ok:
+            self.set_have(piece)
+            return
+        recv = self._received_bytes(piece)
+        self._unverified -= recv
+        if self._prio[piece]:
+            self._wanted_missing += recv
+        self._reset_chunks(piece)
+        self._place(piece)
+
+    def _reset_chunks(self, p: int) -> None:
+        s = p * self._cpp
+        e = s + self.num_chunks(p)
+        for cid in self._requested.search(1, s, e):
+            for table in (self._owner, self._dup):
+                q = table.pop(cid, None)
+                if q is not None:
+                    self._by_peer[q].discard(cid)
+        self._received[s:e] = 0
+        self._requested[s:e] = 0
+        self._claimed[s:e] = 0
+        self._recv_count[p] = 0
+        self._claim_count[p] = 0
+
+    # --------------------------------------------------------------- interest
+
+    def is_interesting(self, peer_has: bitarray) -> bool:
+        """The peer has a wanted piece we do not have (send INTERESTED)."""
+        return any_and(peer_has, self._wanted)
+
+    def wanted_remaining_bytes(self) -> int:
+        """Bytes of wanted, unverified pieces not yet received. O(1)."""
+        return self._wanted_missing
+
+    @property
+    def unverified_bytes(self) -> int:
+        """Bytes received but not yet hash-checked."""
+        return self._unverified
+
+    def set_max_unverified_bytes(self, limit: int | None) -> None:
+        """Cap on :attr:`unverified_bytes` (``None``: no cap); see module docs."""
+        self._max_unverified = limit
+
+    def in_endgame(self) -> bool:
+        """Every wanted chunk is received or in flight, and some are in flight."""
+        return not self._num_requestable and bool(self._saturated)
+
+    # --------------------------------------------------------------- requests
+
+    def outstanding(self, peer: Hashable) -> list[Request]:
+        """Requests currently in flight to ``peer``, in piece order."""
+        cpp = self._cpp
+        out = []
+        for cid in sorted(self._by_peer.get(peer, ())):
+            p, c = divmod(cid, cpp)
+            begin = c * CHUNK_SIZE
+            out.append(Request(p, begin, self.chunk_length(p, begin)))
+        return out
+
+    def outstanding_count(self, peer: Hashable) -> int:
+        return len(self._by_peer.get(peer, ()))
+
+    def pick(
+        self,
+        peer: Hashable,
+        peer_has: bitarray,
+        max_requests: int,
+        *,
+        peer_choked_us: bool = False,
+        allowed_fast: Iterable[int] | None = None,
+    ) -> list[Request]:
+        """Choose up to ``max_requests`` new requests to send to ``peer``.
+
+        The returned requests are recorded as outstanding to ``peer``. Outside
+        endgame none of them is outstanding to anyone else. If the peer chokes
+        us, only pieces in its ``allowed_fast`` set (BEP 6) are considered.
+        """
+        if max_requests <= 0:
+            return []
+        self._check_bits(peer_has)
+        out: list[Request] = []
+        reqs = self._by_peer.get(peer)
+        if reqs is None:
+            reqs = self._by_peer[peer] = set()
+        capped = self._max_unverified is not None and self._unverified >= self._max_unverified
+        fast: list[int] | None = None
+        if peer_choked_us:
+            if allowed_fast is None:
+                return out
+            fast = [p for p in allowed_fast if 0 <= p < self._n and peer_has[p]]
+            if not fast:
+                return out
+            cands = [p for p in fast if self._requestable[p]]
+            if cands:
+                self._pick_sorted(peer, reqs, cands, max_requests, capped, out)
+        elif self._num_requestable:
+            count = count_and(peer_has, self._requestable)
+            if count:
+                # Walking the buckets costs about need * R / count steps (it skips
+                # pieces the peer lacks); sorting the candidates about 4 * count.
+                need = max_requests // self._cpp + 1
+                if 4 * count * count < need * self._num_requestable:
+                    cands = list((peer_has & self._requestable).search(1))
+                    self._pick_sorted(peer, reqs, cands, max_requests, capped, out)
+                else:
+                    self._pick_walk(peer, reqs, peer_has, max_requests, capped, out)
+        if len(out) < max_requests and not self._num_requestable and self._saturated:
+            self._pick_endgame(peer, reqs, peer_has, fast, max_requests - len(out), out)
+        return out
+
+    def _take(self, peer: Hashable, reqs: set[int], p: int, budget: int, out: list[Request]) -> int:
+        """Request up to ``budget`` free chunks of ``p`` from ``peer``; return how many."""
+        s = p * self._cpp
+        nc = self._cpp if p < self._n - 1 else self._last_nchunks
+        size = self._plen if p < self._n - 1 else self._last_size
+        owner = self._owner
+        if not self._claim_count[p]:
+            k = min(nc, budget)
+            self._requested[s : s + k] = 1
+            self._claimed[s : s + k] = 1
+            free: Iterable[int] = range(s, s + k)
+        else:
+            free = list(islice(self._claimed.search(0, s, s + nc), budget))
+            k = len(free)
+            requested = self._requested
+            claimed = self._claimed
+            for cid in free:
+                requested[cid] = 1
+                claimed[cid] = 1
+        for cid in free:
+            owner[cid] = peer
+            begin = (cid - s) * CHUNK_SIZE
+            out.append(Request(p, begin, min(CHUNK_SIZE, size - begin)))
+        reqs.update(free)
+        self._claim_count[p] += k
+        return k
+
+    def _pick_walk(
+        self,
+        peer: Hashable,
+        reqs: set[int],
+        peer_has: bitarray,
+        budget: int,
+        capped: bool,
+        out: list[Request],
+    ) -> None:
+        touched: list[int] = []
+        recv_count = self._recv_count
+        try:
+            for g in range(_NUM_GROUPS):
+                if not self._group_size[g] or (capped and g & 1):
+                    continue
+                buckets = self._buckets[g]
+                for d in self._keys[g]:
+                    for p in buckets[d]:
+                        if not peer_has[p] or (capped and not recv_count[p]):
+                            continue
+                        budget -= self._take(peer, reqs, p, budget, out)
+                        touched.append(p)
+                        if not budget:
+                            return
+        finally:
+            # Bucket moves are deferred so the lists are not mutated mid-walk.
+            for p in touched:
+                self._place(p)
+
+    def _pick_sorted(
+        self,
+        peer: Hashable,
+        reqs: set[int],
+        cands: list[int],
+        budget: int,
+        capped: bool,
+        out: list[Request],
+    ) -> None:
+        group, delta, rand = self._group, self._delta, self._rand
+        cands.sort(key=lambda p: (group[p], delta[p], rand[p]))
+        touched: list[int] = []
+        for p in cands:
+            if capped and not self._recv_count[p]:
+                continue
+            budget -= self._take(peer, reqs, p, budget, out)
+            touched.append(p)
+            if not budget:
+                break
+        for p in touched:
+            self._place(p)
+
+    def _pick_endgame(
+        self,
+        peer: Hashable,
+        reqs: set[int],
+        peer_has: bitarray,
+        fast: list[int] | None,
+        budget: int,
+        out: list[Request],
+    ) -> None:
+        allowed = None if fast is None else set(fast)
+        pieces = [p for p in self._saturated if peer_has[p] and (allowed is None or p in allowed)]
+        prio, rand = self._prio, self._rand
+        pieces.sort(key=lambda p: (-prio[p], rand[p]))
+        owner, dup = self._owner, self._dup
+        for p in pieces:
+            s = p * self._cpp
+            for cid in list(self._requested.search(1, s, s + self.num_chunks(p))):
+                if cid in dup or owner.get(cid) == peer:
+                    continue
+                dup[cid] = peer
+                reqs.add(cid)
+                begin = (cid - s) * CHUNK_SIZE
+                out.append(Request(p, begin, self.chunk_length(p, begin)))
+                budget -= 1
+                if not budget:
+                    return
+
+    def on_block_received(
+        self, peer: Hashable, piece: int, begin: int, length: int | None = None
+    ) -> BlockOutcome:
+        """A PIECE message arrived. Returns whether to keep it and whom to cancel.
+
+        Blocks at offsets that are not a chunk of this torrent, or of the wrong
+        length, are not useful (the engine decides whether that is hostile).
+        Unrequested blocks we still need are accepted.
+        """
+        if not 0 <= piece < self._n or begin < 0 or begin % CHUNK_SIZE:
+            return _USELESS
+        c = begin // CHUNK_SIZE
+        if c >= self.num_chunks(piece):
+            return _USELESS
+        clen = self.chunk_length(piece, begin)
+        if length is not None and length != clen:
+            return _USELESS
+        cid = piece * self._cpp + c
+        cancel: list[Hashable] = []
+        if self._requested[cid]:
+            for table in (self._owner, self._dup):
+                q = table.pop(cid, None)
+                if q is not None:
+                    self._by_peer[q].discard(cid)
+                    if q != peer:
+                        cancel.append(q)
+            self._requested[cid] = 0
+        elif self._have[piece] or self._received[cid]:
+            return _USELESS
+        else:
+            self._claimed[cid] = 1
+            self._claim_count[piece] += 1
+        self._received[cid] = 1
+        self._recv_count[piece] += 1
+        self._unverified += clen
+        if self._prio[piece]:
+            self._wanted_missing -= clen
+        complete = self._recv_count[piece] == self.num_chunks(piece)
+        if complete:
+            self._busy[piece] = 1
+        self._place(piece)
+        return BlockOutcome(True, tuple(cancel), complete)
+
+    def on_request_rejected(self, peer: Hashable, piece: int, begin: int) -> bool:
+        """The peer rejected a request (BEP 6); the chunk is free again."""
+        return self._release_one(peer, piece, begin)
+
+    def on_request_cancelled(self, peer: Hashable, piece: int, begin: int) -> bool:
+        """We cancelled a request to ``peer``; the chunk is free again.
+
+        Returns whether the request was outstanding to ``peer``.
+        """
+        return self._release_one(peer, piece, begin)
+
+    def _release_one(self, peer: Hashable, piece: int, begin: int) -> bool:
+        if not 0 <= piece < self._n or begin < 0 or begin % CHUNK_SIZE:
+            return False
+        cid = piece * self._cpp + begin // CHUNK_SIZE
+        reqs = self._by_peer.get(peer)
+        if reqs is None or cid not in reqs:
+            return False
+        reqs.discard(cid)
+        self._release_chunk(peer, cid)
+        self._place(piece)
+        return True
+
+    def _release_chunk(self, peer: Hashable, cid: int) -> None:
+        if self._dup.get(cid) == peer:
+            del self._dup[cid]
+            return
+        other = self._dup.pop(cid, None)
+        if other is not None:
+            self._owner[cid] = other  # the duplicate becomes the only request
+            return
+        del self._owner[cid]
+        self._requested[cid] = 0
+        self._claimed[cid] = 0
+        self._claim_count[cid // self._cpp] -= 1
+
+    def release_peer(self, peer: Hashable) -> int:
+        """Forget every request outstanding to ``peer``; return how many.
+
+        Call it when the peer disconnects, and when it chokes us without the
+        fast extension (BEP 3: a choke silently drops pending requests).
+        """
+        reqs = self._by_peer.pop(peer, None)
+        if not reqs:
+            return 0
+        pieces = set()
+        cpp = self._cpp
+        for cid in reqs:
+            self._release_chunk(peer, cid)
+            pieces.add(cid // cpp)
+        for p in pieces:
+            self._place(p)
+        return len(reqs)
+
+    def on_peer_gone(self, peer: Hashable) -> int:
+        """The peer disconnected: release its requests (see :meth:`release_peer`).
+
+        Its availability is undone separately with :meth:`peer_lost` or
+        :meth:`peer_lost_all`, since only the engine knows its bitfield.
+        """
+        return self.release_peer(peer)
