@@ -130,12 +130,18 @@ class FileStorage(SegmentedStorage):
             if not write:
                 fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_NOFOLLOW)
                 return _Handle(fd, path, False)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            parent = os.path.dirname(path)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as e:
+                raise os_error(e, "cannot create directory", e.filename or parent) from e
             # Re-check now the directories exist: one could have been swapped
             # for a symlink between resolve() and makedirs().
             if self.layout.resolve(index) != path:
                 raise StorageError(errno.EXDEV, "path changed while being created", path)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC | _O_NOFOLLOW, 0o666)
+        except StorageError:
+            raise
         except OSError as e:
             raise os_error(e, "open failed", path) from e
         try:
