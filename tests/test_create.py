@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import time
 from pathlib import Path
@@ -133,7 +134,7 @@ def test_threads_and_progress(tmp_path: Path, version: str) -> None:
     assert one == three
     total = one.info.total_size
     assert seen and seen[-1] == (total, total)
-    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:], strict=False))
+    assert all(b[0] >= a[0] for a, b in itertools.pairwise(seen))
 
 
 def test_options_are_written(tmp_path: Path) -> None:
