@@ -63,6 +63,9 @@ _NUM_GROUPS = _TOP * 2
 # Sentinels for ``_group`` of pieces that are in no bucket.
 _NOWHERE = -1
 _SATURATED = -2  # wanted, but every chunk is received or in flight (endgame material)
+# A bulk change touching more than n / _REBUILD_FRACTION pieces rebuilds the
+# buckets instead of moving pieces one by one (a move costs several list ops).
+_REBUILD_FRACTION = 8
 
 
 class Request(NamedTuple):
@@ -89,6 +92,9 @@ class BlockOutcome:
 
 
 _USELESS = BlockOutcome(False)
+_USEFUL = BlockOutcome(True)
+
+_Bucket = tuple[list[int], bitarray]
 
 
 class Picker:
@@ -151,14 +157,18 @@ class Picker:
             rank[p] = i
         self._rand = rank  # fixed random rank per piece: the tiebreak
 
+        self._perm = perm
         self._group = [_NOWHERE] * n
         self._slot = [0] * n
-        self._buckets: list[dict[int, list[int]]] = [{} for _ in range(_NUM_GROUPS)]
+        # _buckets[g][d] = (pieces in random order, the same pieces as a bitset)
+        self._buckets: list[dict[int, _Bucket]] = [{} for _ in range(_NUM_GROUPS)]
         self._keys: list[list[int]] = [[] for _ in range(_NUM_GROUPS)]
-        self._group_size = [0] * _NUM_GROUPS
         self._requestable = zeros(n, "big")
         self._num_requestable = 0
         self._saturated: dict[int, None] = {}
+        # When a bulk change would move most pieces, bucket upkeep is suspended
+        # and the buckets are rebuilt in one pass before the next pick.
+        self._dirty = False
 
         self._owner: dict[int, Hashable] = {}
         self._dup: dict[int, Hashable] = {}
@@ -169,16 +179,11 @@ class Picker:
         self._wanted_missing = total_length if prio else 0
 
         if prio and n:
-            # Every piece starts fresh with availability 0: one bucket, in random order.
-            g = (_TOP - prio) * 2 + 1
-            self._buckets[g][0] = perm
-            self._keys[g].append(0)
-            self._group_size[g] = n
-            for i, p in enumerate(perm):
-                self._slot[p] = i
-            self._group = [g] * n
+            # Every piece starts fresh with availability 0.
+            self._group = [(_TOP - prio) * 2 + 1] * n
             self._requestable.setall(1)
             self._num_requestable = n
+            self._dirty = True
 
     # ------------------------------------------------------------------ geometry
 
@@ -220,28 +225,59 @@ class Picker:
         d = self._delta[p]
         bucket = self._buckets[g].get(d)
         if bucket is None:
-            bucket = self._buckets[g][d] = []
+            bucket = self._buckets[g][d] = ([], zeros(self._n, "big"))
             bisect.insort(self._keys[g], d)
-        i = len(bucket)
-        bucket.append(p)
+        lst, bits = bucket
+        bits[p] = 1
+        i = len(lst)
+        lst.append(p)
         # Land at a pseudo-random position so arrival order does not become
         # download order (which would make every client fetch the same pieces).
         j = self._rand[p] % (i + 1)
         if j != i:
-            q = bucket[j]
-            bucket[j] = p
-            bucket[i] = q
+            q = lst[j]
+            lst[j] = p
+            lst[i] = q
             self._slot[q] = i
         self._slot[p] = j
         self._group[p] = g
 
     def _bucket_remove(self, p: int, g: int) -> None:
-        bucket = self._buckets[g][self._delta[p]]
+        d = self._delta[p]
+        lst, bits = self._buckets[g][d]
+        bits[p] = 0
         i = self._slot[p]
-        last = bucket.pop()
+        last = lst.pop()
         if last != p:
-            bucket[i] = last
+            lst[i] = last
             self._slot[last] = i
+        elif not lst:
+            del self._buckets[g][d]
+            self._keys[g].remove(d)
+
+    def _rebuild(self) -> None:
+        """Refill every bucket from ``_group`` and ``_delta`` in one O(n) pass."""
+        n = self._n
+        buckets: list[dict[int, _Bucket]] = [{} for _ in range(_NUM_GROUPS)]
+        group, delta, slot = self._group, self._delta, self._slot
+        for p in self._perm:  # random order: the tiebreak
+            g = group[p]
+            if g < 0:
+                continue
+            d = delta[p]
+            bucket = buckets[g].get(d)
+            if bucket is None:
+                bucket = buckets[g][d] = ([], zeros(n, "big"))
+            lst = bucket[0]
+            slot[p] = len(lst)
+            lst.append(p)
+        for table in buckets:
+            for lst, bits in table.values():
+                for p in lst:
+                    bits[p] = 1
+        self._buckets = buckets
+        self._keys = [sorted(table) for table in buckets]
+        self._dirty = False
 
     def _place(self, p: int) -> None:
         """Move ``p`` to the bucket (or set) its current state calls for."""
@@ -257,15 +293,17 @@ class Picker:
         if cur == target:
             return
         if cur >= 0:
-            self._bucket_remove(p, cur)
-            self._group_size[cur] -= 1
+            if not self._dirty:
+                self._bucket_remove(p, cur)
             self._requestable[p] = 0
             self._num_requestable -= 1
         elif cur == _SATURATED:
             del self._saturated[p]
         if target >= 0:
-            self._bucket_insert(p, target)
-            self._group_size[target] += 1
+            if self._dirty:
+                self._group[p] = target
+            else:
+                self._bucket_insert(p, target)
             self._requestable[p] = 1
             self._num_requestable += 1
         else:
@@ -275,7 +313,7 @@ class Picker:
 
     def _avail_add(self, p: int, k: int) -> None:
         g = self._group[p]
-        if g >= 0:
+        if g >= 0 and not self._dirty:
             self._bucket_remove(p, g)
             self._delta[p] += k
             self._bucket_insert(p, g)
@@ -311,7 +349,11 @@ class Picker:
     def _apply_bitfield(self, bits: bitarray, k: int) -> None:
         self._check_bits(bits)
         count = bits.count()
-        if 2 * count > self._n:
+        lacking = 2 * count > self._n
+        moves = self._n - count if lacking else count
+        if moves > self._n // _REBUILD_FRACTION:
+            self._dirty = True  # one O(n) rebuild beats this many bucket moves
+        if lacking:
             # Cheaper to count the peer as a seed and correct the pieces it lacks.
             self._base += k
             for p in bits.search(0):
@@ -348,6 +390,10 @@ class Picker:
 
     def set_priorities(self, pieces: Iterable[int], prio: PiecePriority) -> None:
         """Bulk :meth:`set_priority` (a file's piece range, a reader window)."""
+        if not isinstance(pieces, range | list | tuple):
+            pieces = list(pieces)
+        if len(pieces) > self._n // _REBUILD_FRACTION:
+            self._dirty = True
         for p in pieces:
             self.set_priority(p, prio)
 
@@ -505,26 +551,26 @@ class Picker:
             fast = [p for p in allowed_fast if 0 <= p < self._n and peer_has[p]]
             if not fast:
                 return out
-            cands = [p for p in fast if self._requestable[p]]
-            if cands:
-                self._pick_sorted(peer, reqs, cands, max_requests, capped, out)
-        elif self._num_requestable:
-            count = count_and(peer_has, self._requestable)
-            if count:
-                # Walking the buckets costs about need * R / count steps (it skips
-                # pieces the peer lacks); sorting the candidates about 4 * count.
-                need = max_requests // self._cpp + 1
-                if 4 * count * count < need * self._num_requestable:
-                    cands = list((peer_has & self._requestable).search(1))
-                    self._pick_sorted(peer, reqs, cands, max_requests, capped, out)
-                else:
-                    self._pick_walk(peer, reqs, peer_has, max_requests, capped, out)
+            group, delta, rand = self._group, self._delta, self._rand
+            cands = sorted(
+                {p for p in fast if self._requestable[p]},
+                key=lambda p: (group[p], delta[p], rand[p]),
+            )
+            self._take_from(peer, reqs, cands, max_requests, capped, out)
+        elif self._num_requestable and any_and(peer_has, self._requestable):
+            if self._dirty:
+                self._rebuild()
+            self._pick_walk(peer, reqs, peer_has, max_requests, capped, out)
         if len(out) < max_requests and not self._num_requestable and self._saturated:
             self._pick_endgame(peer, reqs, peer_has, fast, max_requests - len(out), out)
         return out
 
     def _take(self, peer: Hashable, reqs: set[int], p: int, budget: int, out: list[Request]) -> int:
-        """Request up to ``budget`` free chunks of ``p`` from ``peer``; return how many."""
+        """Request up to ``budget`` free chunks of ``p`` from ``peer``; return how many.
+
+        Does not move ``p`` between buckets: callers do that once they are done
+        iterating (see :meth:`_place`).
+        """
         s = p * self._cpp
         nc = self._cpp if p < self._n - 1 else self._last_nchunks
         size = self._plen if p < self._n - 1 else self._last_size
@@ -550,6 +596,29 @@ class Picker:
         self._claim_count[p] += k
         return k
 
+    def _take_from(
+        self,
+        peer: Hashable,
+        reqs: set[int],
+        pieces: Iterable[int],
+        budget: int,
+        capped: bool,
+        out: list[Request],
+    ) -> int:
+        """Take chunks from ``pieces`` in order until ``budget`` is spent; return what is left."""
+        touched: list[int] = []
+        recv_count = self._recv_count
+        for p in pieces:
+            if capped and not recv_count[p]:
+                continue
+            budget -= self._take(peer, reqs, p, budget, out)
+            touched.append(p)
+            if not budget:
+                break
+        for p in touched:
+            self._place(p)
+        return budget
+
     def _pick_walk(
         self,
         peer: Hashable,
@@ -559,15 +628,39 @@ class Picker:
         capped: bool,
         out: list[Request],
     ) -> None:
+        """Walk the buckets in order, taking chunks of pieces ``peer_has``.
+
+        Each bucket's bitset tells at C speed whether (and how many of) its
+        pieces the peer has. A bucket where the peer's pieces are dense is
+        walked in its random order; one where they are sparse is cut down to
+        the peer's pieces and sorted by the random rank: both give the same
+        kind of random tiebreak, at a cost bounded by the requests returned.
+        """
         touched: list[int] = []
         recv_count = self._recv_count
+        rand = self._rand
+        cpp = self._cpp
         try:
             for g in range(_NUM_GROUPS):
-                if not self._group_size[g] or (capped and g & 1):
+                if capped and g & 1:
+                    continue  # over the unverified cap: only continue started pieces
+                table = self._buckets[g]
+                if not table:
                     continue
-                buckets = self._buckets[g]
                 for d in self._keys[g]:
-                    for p in buckets[d]:
+                    lst, bits = table[d]
+                    if not any_and(peer_has, bits):
+                        continue
+                    size = len(lst)
+                    walk: Iterable[int] = lst
+                    if size > 64:
+                        count = count_and(peer_has, bits)
+                        need = budget // cpp + 1
+                        # Walking finds `need` pieces in about need*size/count
+                        # steps; sorting costs a few steps per candidate.
+                        if need * size > 4 * count * count:
+                            walk = sorted((peer_has & bits).search(1), key=rand.__getitem__)
+                    for p in walk:
                         if not peer_has[p] or (capped and not recv_count[p]):
                             continue
                         budget -= self._take(peer, reqs, p, budget, out)
@@ -578,28 +671,6 @@ class Picker:
             # Bucket moves are deferred so the lists are not mutated mid-walk.
             for p in touched:
                 self._place(p)
-
-    def _pick_sorted(
-        self,
-        peer: Hashable,
-        reqs: set[int],
-        cands: list[int],
-        budget: int,
-        capped: bool,
-        out: list[Request],
-    ) -> None:
-        group, delta, rand = self._group, self._delta, self._rand
-        cands.sort(key=lambda p: (group[p], delta[p], rand[p]))
-        touched: list[int] = []
-        for p in cands:
-            if capped and not self._recv_count[p]:
-                continue
-            budget -= self._take(peer, reqs, p, budget, out)
-            touched.append(p)
-            if not budget:
-                break
-        for p in touched:
-            self._place(p)
 
     def _pick_endgame(
         self,
@@ -639,37 +710,49 @@ class Picker:
         """
         if not 0 <= piece < self._n or begin < 0 or begin % CHUNK_SIZE:
             return _USELESS
+        last = piece == self._n - 1
+        nc = self._last_nchunks if last else self._cpp
         c = begin // CHUNK_SIZE
-        if c >= self.num_chunks(piece):
+        if c >= nc:
             return _USELESS
-        clen = self.chunk_length(piece, begin)
+        clen = min(CHUNK_SIZE, (self._last_size if last else self._plen) - begin)
         if length is not None and length != clen:
             return _USELESS
         cid = piece * self._cpp + c
-        cancel: list[Hashable] = []
+        cancel: tuple[Hashable, ...] = ()
+        moved = False
         if self._requested[cid]:
-            for table in (self._owner, self._dup):
-                q = table.pop(cid, None)
+            q = self._owner.pop(cid)
+            self._by_peer[q].discard(cid)
+            if q != peer:
+                cancel = (q,)
+            if self._dup:
+                q = self._dup.pop(cid, None)
                 if q is not None:
                     self._by_peer[q].discard(cid)
                     if q != peer:
-                        cancel.append(q)
+                        cancel = (*cancel, q)
             self._requested[cid] = 0
         elif self._have[piece] or self._received[cid]:
             return _USELESS
         else:
-            self._claimed[cid] = 1
+            self._claimed[cid] = 1  # unrequested but wanted: keep it
             self._claim_count[piece] += 1
+            moved = True
         self._received[cid] = 1
-        self._recv_count[piece] += 1
+        count = self._recv_count[piece] = self._recv_count[piece] + 1
         self._unverified += clen
         if self._prio[piece]:
             self._wanted_missing -= clen
-        complete = self._recv_count[piece] == self.num_chunks(piece)
+        complete = count == nc
         if complete:
             self._busy[piece] = 1
-        self._place(piece)
-        return BlockOutcome(True, tuple(cancel), complete)
+            moved = True
+        if moved:
+            self._place(piece)
+        if not cancel and not complete:
+            return _USEFUL
+        return BlockOutcome(True, cancel, complete)
 
     def on_request_rejected(self, peer: Hashable, piece: int, begin: int) -> bool:
         """The peer rejected a request (BEP 6); the chunk is free again."""
