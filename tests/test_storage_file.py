@@ -482,6 +482,26 @@ def test_flush_and_reopen_after_close(tmp_path: Path) -> None:
     again.close()
 
 
+def _split(data: bytes, n: int) -> list[bytes]:
+    return [data[i : i + n] for i in range(0, len(data), n)]
+
+
+def test_hash_blocks_streams_merkle_leaves(tmp_path: Path) -> None:
+    # A 4 MiB piece spanning two files and a padding file: leaves are computed
+    # in bounded chunks yet match hashing the whole piece block by block.
+    pl = 4 << 20
+    layout, space = build_layout(tmp_path, [3 << 20, 100, 5000], piece_length=pl)
+    st: Storage = FileStorage(layout)  # mypy checks the protocol here
+    assert isinstance(st, Storage)
+    write_all(st, layout, space, block=BLOCK)
+    piece = space[:pl]
+    assert st.hash_blocks(0) == [hashlib.sha256(b).digest() for b in _split(piece, BLOCK)]
+    assert st.hash_blocks(0, 1000, "sha1") == [
+        hashlib.sha1(b).digest() for b in _split(piece, 1000)
+    ]
+    st.close()
+
+
 def test_layout_from_info_matches_metainfo_paths(tmp_path: Path) -> None:
     create = pytest.importorskip("core.create")
     src = tmp_path / "src" / "album"
@@ -504,4 +524,6 @@ def test_layout_from_info_matches_metainfo_paths(tmp_path: Path) -> None:
                 assert st.hash_piece(p) == info.piece_hash_v1(p)
             else:
                 assert meta.verify_piece_v2(p, st.read_piece(p))
+                leaves = [hashlib.sha256(b).digest() for b in _split(st.read_piece(p), BLOCK)]
+                assert st.hash_blocks(p) == leaves
         st.close()

@@ -130,7 +130,8 @@ def fill(layout: Layout, seed: int) -> bytes:
 
 
 def test_memory_storage_is_a_storage() -> None:
-    assert isinstance(MemoryStorage(contiguous([1], PL)), Storage)
+    mem: Storage = MemoryStorage(contiguous([1], PL))  # mypy checks the protocol here
+    assert isinstance(mem, Storage)
 
 
 def test_memory_roundtrip_spanning_padding_and_empty_files() -> None:

@@ -85,6 +85,9 @@ class Storage(Protocol):
     def hash_piece(self, piece: int, algo: str = "sha1") -> bytes:
         """Digest of the piece's bytes, streamed in bounded chunks."""
 
+    def hash_blocks(self, piece: int, block_size: int = 16384, algo: str = "sha256") -> list[bytes]:
+        """Digest of each block of the piece: the v2 merkle leaves."""
+
     def flush(self) -> None:
         """Make written data durable (fsync) before completion is recorded."""
 
@@ -159,6 +162,26 @@ class SegmentedStorage(ABC):
                 step = min(HASH_CHUNK, n - at)
                 h.update(self._read_segment(index, pos + at, step))
         return h.digest()
+
+    def hash_blocks(self, piece: int, block_size: int = 16384, algo: str = "sha256") -> list[bytes]:
+        """Digest of each ``block_size`` block of the piece (the last may be short).
+
+        These are the BEP 52 merkle leaves of a v2 piece; the engine folds
+        them with :mod:`core.merkle`.  Reads are bounded like
+        :meth:`hash_piece`, so huge v2 pieces never sit in memory whole.
+        """
+        layout = self.layout
+        size = layout.piece_size(piece)
+        step = max(block_size, HASH_CHUNK // block_size * block_size)
+        out: list[bytes] = []
+        for at in range(0, size, step):
+            chunk = self.read_block(piece, at, min(step, size - at))
+            view = memoryview(chunk)
+            out.extend(
+                hashlib.new(algo, view[i : i + block_size]).digest()
+                for i in range(0, len(view), block_size)
+            )
+        return out
 
     def _read_segment(self, index: int, pos: int, n: int) -> bytes:
         if index < 0 or self.layout.files[index].is_padding:
