@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -126,10 +127,22 @@ def _read_into(buf: memoryview, segments: Sequence[tuple[Path, int, int]]) -> No
             raise StorageError(f"cannot read {path}: {exc}") from exc
 
 
+_local = threading.local()
+
+
+def _buffer(size: int) -> memoryview:
+    """A per-thread read buffer of at least ``size`` bytes, reused across tasks
+    (allocating and zeroing a fresh 4 MiB buffer per task costs ~10%)."""
+    buf: bytearray | None = getattr(_local, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = bytearray(size)
+        _local.buf = buf
+    return memoryview(buf)[:size]
+
+
 def _hash_v1_span(segments: Sequence[tuple[Path, int, int]], size: int, pl: int) -> bytes:
     """SHA-1 of every piece in a span of the v1 concatenation."""
-    buf = bytearray(size)
-    view = memoryview(buf)
+    view = _buffer(size)
     _read_into(view, segments)
     sha1 = hashlib.sha1
     return b"".join(sha1(view[i : i + pl]).digest() for i in range(0, size, pl))
@@ -143,8 +156,7 @@ def _hash_file_span(
     For the v1 hash the file's last piece is padded with zeros to the piece
     length when the layout puts a padding file after it.
     """
-    buf = bytearray(size)
-    view = memoryview(buf)
+    view = _buffer(size)
     _read_into(view, [(path, offset, size)])
     v1_out: list[bytes] = []
     v2_out: list[bytes] = []
