@@ -271,6 +271,9 @@ def test_unsafe_components_rejected_at_layout() -> None:
     for bad in [("..", "x"), ("a", ""), ("a/b",), ("a", "."), ("nul\x00",), ()]:
         with pytest.raises(UnsafePathError):
             Layout([LayoutFile(bad, 1, 0)], BLOCK, root="/tmp")
+    # The root "/" must not turn the containment prefix into "//".
+    top = Layout([LayoutFile(("tmp", "x"), 1, 0)], BLOCK, root="/")
+    assert top.resolve(0) == os.path.join(os.path.realpath("/tmp"), "x")
 
 
 def test_directory_in_place_of_file_is_storage_error(tmp_path: Path) -> None:

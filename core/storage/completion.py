@@ -231,7 +231,7 @@ class CompletionStore:
         with self._lock:
             t = self._torrents.pop(key, None)
             if t is not None:
-                self._pending -= len(t.dirty)
+                self._pending = max(0, self._pending - len(t.dirty))
             try:
                 self._db.execute("BEGIN")
                 self._db.execute("DELETE FROM torrents WHERE info_hash=?", (key,))

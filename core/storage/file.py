@@ -248,13 +248,14 @@ class FileStorage(SegmentedStorage):
         layout = self.layout
         assert layout.root is not None
         root = os.path.realpath(layout.root)
+        prefix = root.rstrip(os.sep) + os.sep
         dirs: set[str] = set()
         for i, f in enumerate(layout.files):
             if f.is_padding:
                 continue
             path = layout.resolve(i)
             parent = os.path.dirname(path)
-            while parent.startswith(root + os.sep):
+            while len(parent) > len(root) and parent.startswith(prefix):
                 dirs.add(parent)
                 parent = os.path.dirname(parent)
             try:

@@ -256,7 +256,8 @@ class Layout:
         f = self.files[index]
         raw = os.path.join(self._real_root, *f.path)
         real = os.path.realpath(raw)
-        if not real.startswith(self._real_root + os.sep):
+        prefix = self._real_root.rstrip(os.sep) + os.sep  # root "/" stays "/"
+        if not real.startswith(prefix) or real == self._real_root:
             raise UnsafePathError(errno.EXDEV, "path escapes the download directory", raw)
         return real
 
