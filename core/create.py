@@ -44,7 +44,14 @@ from .bencoding import encode
 from .errors import MetainfoError, StorageError
 from .metainfo import Metainfo
 
-__all__ = ["DEFAULT_CREATED_BY", "SourceFile", "auto_piece_length", "create_torrent", "scan_files"]
+__all__ = [
+    "DEFAULT_CREATED_BY",
+    "SourceFile",
+    "Version",
+    "auto_piece_length",
+    "create_torrent",
+    "scan_files",
+]
 
 Version = Literal["v1", "v2", "hybrid"]
 DEFAULT_CREATED_BY = "pytorrent-engine/0.1.0"

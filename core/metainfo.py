@@ -152,6 +152,8 @@ class Metainfo:
     @classmethod
     def from_bytes(cls, data: bytes) -> Metainfo:
         """Parse a whole .torrent (raises ``BencodeError`` or ``MetainfoError``)."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise MetainfoError(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
         top = decode(data)
         if not isinstance(top, dict):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core import merkle
-from core.create import auto_piece_length, create_torrent, scan_files
+from core.create import Version, auto_piece_length, create_torrent, scan_files
 from core.errors import MetainfoError
 from core.metainfo import Metainfo
 
@@ -117,15 +117,15 @@ def test_hybrid_single_file_has_no_padding(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("version", ["v1", "hybrid"])
-def test_threads_and_progress(tmp_path: Path, version: str) -> None:
+def test_threads_and_progress(tmp_path: Path, version: Version) -> None:
     _tree(tmp_path / "pay")
     seen: list[tuple[int, int]] = []
     one = create_torrent(
         tmp_path / "pay", version=version, piece_length=PL, threads=1, creation_date=0
-    )  # type: ignore[arg-type]
+    )
     three = create_torrent(
         tmp_path / "pay",
-        version=version,  # type: ignore[arg-type]
+        version=version,
         piece_length=PL,
         threads=3,
         creation_date=0,
@@ -180,8 +180,9 @@ def test_executable_attr(tmp_path: Path) -> None:
     (pay / "run.sh").write_bytes(b"#!/bin/sh\n")
     (pay / "run.sh").chmod(0o755)
     (pay / "data").write_bytes(b"d")
-    for version in ("v1", "hybrid"):
-        m = create_torrent(pay, version=version)  # type: ignore[arg-type]
+    versions: tuple[Version, ...] = ("v1", "hybrid")
+    for version in versions:
+        m = create_torrent(pay, version=version)
         attrs = {f.path: f.attr for f in m.info.payload_files()}
         assert attrs == {("data",): "", ("run.sh",): "x"}
 

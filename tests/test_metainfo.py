@@ -11,7 +11,7 @@ import pytest
 
 from core import merkle
 from core.bencoding import decode, encode
-from core.create import create_torrent
+from core.create import Version, create_torrent
 from core.errors import MetainfoError
 from core.magnet import parse_magnet
 from core.metainfo import Metainfo, parse_info
@@ -23,7 +23,7 @@ PL = 16384
 def _v1_single(data: bytes, name: bytes = b"file.bin", **extra: Any) -> dict[bytes, Any]:
     pieces = b"".join(hashlib.sha1(data[i : i + PL]).digest() for i in range(0, len(data), PL))
     info = {b"name": name, b"piece length": PL, b"pieces": pieces, b"length": len(data)}
-    info.update(extra)
+    info.update({k.encode(): v for k, v in extra.items()})
     return info
 
 
@@ -36,7 +36,7 @@ def _v1_multi(files: list[tuple[list[bytes], bytes]], **extra: Any) -> dict[byte
         b"pieces": pieces,
         b"files": [{b"length": len(d), b"path": p} for p, d in files],
     }
-    info.update(extra)
+    info.update({k.encode(): v for k, v in extra.items()})
     return info
 
 
@@ -212,9 +212,9 @@ def _payload() -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
-def test_create_round_trip(tmp_path: Path, version: str) -> None:
+def test_create_round_trip(tmp_path: Path, version: Version) -> None:
     _write(tmp_path / "t", _payload())
-    m = create_torrent(tmp_path / "t", version=version, piece_length=PL, creation_date=7)  # type: ignore[arg-type]
+    m = create_torrent(tmp_path / "t", version=version, piece_length=PL, creation_date=7)
     again = Metainfo.from_bytes(m.to_bytes())
     assert again == m
     assert again.to_bytes() == m.to_bytes()

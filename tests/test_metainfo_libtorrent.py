@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.bencoding import decode, encode
-from core.create import create_torrent
+from core.create import Version, create_torrent
 from core.errors import MetainfoError
 from core.metainfo import Metainfo
 
@@ -46,7 +46,7 @@ def _layout(root: Path, kind: str) -> Path:
     return base
 
 
-def _lt_create(share: Path, version: str, order: list[tuple[str, int]] | None = None) -> bytes:
+def _lt_create(share: Path, version: Version, order: list[tuple[str, int]] | None = None) -> bytes:
     """Make a torrent with libtorrent; ``order`` fixes the v1 file order."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -89,7 +89,7 @@ def _our_files(m: Metainfo) -> list[tuple[str, int, bool]]:
 
 @pytest.mark.parametrize("kind", ["single", "multi"])
 @pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
-def test_we_parse_libtorrent_torrents(tmp_path: Path, version: str, kind: str) -> None:
+def test_we_parse_libtorrent_torrents(tmp_path: Path, version: Version, kind: str) -> None:
     share = _layout(tmp_path, kind)
     data = _lt_create(share, version)
     m = Metainfo.from_bytes(data)
@@ -119,9 +119,9 @@ def _all_files(share: Path) -> list[Path]:
 
 @pytest.mark.parametrize("kind", ["single", "multi"])
 @pytest.mark.parametrize("version", ["v1", "v2", "hybrid"])
-def test_libtorrent_loads_ours_with_same_hash(tmp_path: Path, version: str, kind: str) -> None:
+def test_libtorrent_loads_ours_with_same_hash(tmp_path: Path, version: Version, kind: str) -> None:
     share = _layout(tmp_path, kind)
-    m = create_torrent(share, version=version, piece_length=PL)  # type: ignore[arg-type]
+    m = create_torrent(share, version=version, piece_length=PL)
     ours = m.to_bytes()
     assert _lt_hashes(ours) == (m.info_hash.v1, m.info_hash.v2)
     lt_files = _lt_files(ours)
@@ -139,9 +139,9 @@ def test_libtorrent_loads_ours_with_same_hash(tmp_path: Path, version: str, kind
 
 
 @pytest.mark.parametrize("version", ["v2", "hybrid"])
-def test_libtorrent_checks_our_v2_roots_and_layers(tmp_path: Path, version: str) -> None:
+def test_libtorrent_checks_our_v2_roots_and_layers(tmp_path: Path, version: Version) -> None:
     share = _layout(tmp_path, "multi")
-    m = create_torrent(share, version=version, piece_length=PL)  # type: ignore[arg-type]
+    m = create_torrent(share, version=version, piece_length=PL)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         fs = lt.torrent_info(m.to_bytes()).files()
