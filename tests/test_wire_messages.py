@@ -69,7 +69,7 @@ def test_decode_inverts_encode(msg: Message, hexstr: str) -> None:
 def test_bitfield_is_big_endian_and_zero_padded() -> None:
     bits = bitarray("1010000011", endian="big")
     frame = encode(Bitfield(bits))
-    assert frame == bytes.fromhex("00000003" "05" "a0c0")
+    assert frame == bytes.fromhex("00000003 05 a0c0".replace(" ", ""))
     decoded = decode_message(frame)
     assert isinstance(decoded, Bitfield)
     assert decoded.bits == bitarray("1010000011000000")
