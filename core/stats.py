@@ -115,7 +115,8 @@ class RateMeter:
     """Bytes per second over a sliding window, fed with byte counts and times.
 
     Time is split into buckets of ``resolution`` seconds; the rate is the sum
-    of the buckets younger than ``window`` divided by the time covered, so a
+    of the last ``window / resolution`` buckets divided by the time they
+    cover (up to now, not to the end of the current bucket), so a
     steady flow reads its true rate within one bucket of starting (no
     exponential warm-up), and a stopped flow reads zero after ``window``
     seconds. Memory is bounded by ``window / resolution`` buckets; ``add`` and
@@ -167,12 +168,16 @@ class RateMeter:
         now = self._clamp(now)
         if self._first is None:
             return 0.0
-        self._expire(self._index(now))
+        index = self._index(now)
+        self._expire(index)
         if not self._sum:
             return 0.0
-        # Cover at least one bucket so a burst at the first instant reads as
-        # "that many bytes in one bucket", not as a division by zero.
-        span = min(self.window, max(now - self._first, self._resolution))
+        # The buckets kept cover from the start of the oldest one to now
+        # (the newest is only partly elapsed); before a full window has
+        # passed, they cover only the time since the first byte. At least
+        # one bucket, so a burst at the first instant is not divided by zero.
+        covered = now - (index - self._nbuckets + 1) * self._resolution
+        span = max(min(covered, now - self._first), self._resolution)
         return self._sum / span
 
     def _clamp(self, now: float) -> float:
