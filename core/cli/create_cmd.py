@@ -7,16 +7,17 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from ..create import create_torrent
 from . import fmt
-from .main import UsageError
+from .usage import UsageError
 
 
 class ProgressLine:
     """A progress bar with rate and ETA on stderr, redrawn at most 10 times a second."""
 
-    def __init__(self, stream: object = None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.start = time.monotonic()
         self.last_draw = 0.0
@@ -34,10 +35,10 @@ class ProgressLine:
             f"\rhashing [{fmt.bar(frac)}] {frac * 100:5.1f}% "
             f"{fmt.size(done)}/{fmt.size(total)} {fmt.rate(speed)} ETA {fmt.duration(eta)}  "
         )
-        print(line, end="", file=self.stream, flush=True)  # type: ignore[call-overload]
+        print(line, end="", file=self.stream, flush=True)
 
     def finish(self) -> None:
-        print(file=self.stream)  # type: ignore[call-overload]
+        print(file=self.stream)
 
 
 def _tiers(announce: list[str]) -> list[list[str]]:
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     tmp = out.with_name(out.name + ".part")
     tmp.write_bytes(mi.to_bytes())
     tmp.replace(out)
-    print(f"{out}: {mi.info_hash.hex()}  {mi.info.name}  {fmt.size(mi.info.total_size)}",
-          file=sys.stderr)
+    print(
+        f"{out}: {mi.info_hash.hex()}  {mi.info.name}  {fmt.size(mi.info.total_size)}",
+        file=sys.stderr,
+    )
     return 0

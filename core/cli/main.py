@@ -13,12 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import TorrentError
+from .usage import UsageError
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """Bad arguments that argparse could not catch by itself; exits 2."""
 
 
 def _add_metainfo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,16 +59,14 @@ def _add_create(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--private", action="store_true", help="set the private flag (BEP 27)")
     version = p.add_mutually_exclusive_group()
-    version.add_argument("--v1", dest="version", action="store_const", const="v1")
+    version.add_argument("--v1", dest="version", action="store_const", const="v1", help="(default)")
     version.add_argument("--v2", dest="version", action="store_const", const="v2")
-    version.add_argument(
-        "--hybrid", dest="version", action="store_const", const="hybrid", help="(default)"
-    )
+    version.add_argument("--hybrid", dest="version", action="store_const", const="hybrid")
     p.add_argument("-c", "--comment", default=None)
     p.add_argument("--source", default=None, help="source tag (private trackers)")
     p.add_argument("--threads", type=int, default=2, help="hashing threads (default 2)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler="core.cli.create_cmd:run", version="hybrid")
+    p.set_defaults(handler="core.cli.create_cmd:run", version="v1")
 
 
 def _add_bencode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -142,7 +137,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # pragma: no cover - e.g. `torrent ... | head`
         return 0
     return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
