@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -279,3 +280,34 @@ def test_lt_create_torrent_single_file(tmp_path: Path) -> None:
     assert ti.num_files() == 1
     assert ti.total_size() == 50_000
     assert ti.num_pieces() == 4
+
+
+def _wait_pid_gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once ``pid`` has exited (a zombie left for init counts as exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return _pid_gone(pid)
+
+
+@pytest.mark.parametrize("ending", ["atexit", "controller killed"])
+def test_peer_never_outlives_its_controller(ending: str) -> None:
+    # A controller that forgets stop() (atexit stops the peer) or dies by
+    # SIGKILL (the peer sees end of stdin and quits).
+    code = (
+        f"import os, signal, sys; sys.path.insert(0, {_ROOT!r})\n"
+        "from tests.support.ltharness import LibtorrentPeer\n"
+        "p = LibtorrentPeer('orphan'); p.start(); print(p.pid, flush=True)\n"
+        + ("os.kill(os.getpid(), signal.SIGKILL)\n" if ending != "atexit" else "")
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    pid = int(out.stdout.split()[0])
+    assert _wait_pid_gone(pid), f"libtorrent peer {pid} survived: {out.stderr}"
