@@ -15,16 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import libtorrent as lt
 import pytest
 
-# Until pyproject.toml sets `pythonpath = ["."]`, make `tests.support` importable.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import libtorrent as lt  # noqa: E402
-
-from tests.support.ltharness import (  # noqa: E402
+from tests.support.ltharness import (
     Encryption,
     LibtorrentPeer,
     LibtorrentPeerError,
