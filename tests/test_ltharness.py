@@ -18,6 +18,8 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 
+_ROOT = str(Path(__file__).resolve().parents[1])
+
 from tests.support.ltharness import (
     Encryption,
     LibtorrentPeer,
