@@ -537,6 +537,36 @@ def test_cancel_with_fast_gets_a_reject_and_the_piece_is_dropped() -> None:
     assert feed(b, encode(Cancel(2, 0, B))) == []  # nothing queued: ignored
 
 
+class FileAlignedSizes:
+    """Pure v2 layout: every file's last piece may be short, not just the torrent's."""
+
+    sizes = (2 * B, 100, 2 * B, 5000)
+
+    @property
+    def num_pieces(self) -> int:
+        return len(self.sizes)
+
+    def piece_size(self, index: int) -> int:
+        return self.sizes[index]
+
+
+def test_piece_sizes_protocol_allows_short_middle_pieces() -> None:
+    sizes = FileAlignedSizes()
+    a = PeerConnection(A_ID, INFO_HASH, sizes)
+    b = PeerConnection(B_ID, None)
+    b.receive_data(a.initiate())
+    assert isinstance(b.next_event(), RemoteInfoHash)
+    a.receive_data(b.accept(sizes))
+    events(a), events(b)
+    feed(a, b.send(HaveAll()) + b.send(Unchoke()))
+    b.send(Unchoke())
+    assert feed(b, a.send(Request(1, 0, 100))) == [Request(1, 0, 100)]
+    with pytest.raises(LocalProtocolError, match="overruns"):
+        a.send(Request(1, 0, 101))
+    with pytest.raises(RemoteProtocolError, match="overruns piece 1 of 100"):
+        feed(b, encode(Request(1, 50, 51)))
+
+
 # --- extensions ------------------------------------------------------------------
 
 
@@ -619,6 +649,50 @@ def test_random_bytes_after_handshake_raise_only_remote_errors(
             for _ in a.events():
                 pass
         a.data_to_send()
+    except RemoteProtocolError:
+        assert a.error is not None
+
+
+_IDS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 20, 21, 255]
+
+
+@st.composite
+def framed_messages(draw: st.DrawFn) -> bytes:
+    """Well-framed messages with plausible ids and payloads: reach the handlers, not the framer."""
+    msg_id = draw(st.sampled_from(_IDS))
+    if msg_id in (6, 8, 16):  # request / cancel / reject: small fields, often valid
+        fields = draw(st.tuples(st.integers(0, 5), st.integers(0, 3 * B), st.integers(0, B + 1)))
+        payload = b"".join(v.to_bytes(4, "big") for v in fields)
+    elif msg_id == 7:
+        head = draw(st.tuples(st.integers(0, 4), st.sampled_from([0, B, 2 * B])))
+        size = draw(st.sampled_from([1, 3616, B, B + 1]))
+        payload = b"".join(v.to_bytes(4, "big") for v in head) + bytes(size)
+    elif msg_id == 20:
+        payload = bytes([draw(st.integers(0, 3))]) + draw(st.binary(max_size=40))
+    else:
+        payload = draw(st.binary(max_size=14))
+    return (len(payload) + 1).to_bytes(4, "big") + bytes([msg_id]) + payload
+
+
+@settings(max_examples=max(1, EXAMPLES // 5), deadline=None)
+@given(st.lists(framed_messages(), max_size=12), st.booleans(), st.booleans())
+def test_random_message_sequences_raise_only_remote_errors(
+    frames: list[bytes], fast: bool, choke_first: bool
+) -> None:
+    a, b = pair(b_kw={"fast": fast})
+    a.send(HaveAll() if a.fast_enabled else Bitfield(full_bits()))
+    if not choke_first:
+        a.send(Unchoke())
+    feed(a, b.send(HaveAll() if fast else Bitfield(full_bits())) + b.send(Unchoke()))
+    a.send(Request(0, 0, B))
+    a.send(Request(3, B, 20000 - B))
+    a.send(ExtensionHandshake(m={"ut_metadata": 1}))
+    try:
+        for frame in frames:
+            for ev in feed(a, frame):
+                if isinstance(ev, Request):
+                    a.send(Piece(ev.index, ev.begin, block(ev.index, ev.begin, ev.length)))
+            a.data_to_send()
     except RemoteProtocolError:
         assert a.error is not None
 

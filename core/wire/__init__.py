@@ -25,7 +25,7 @@ from .extensions import (
     encode_metadata_message,
 )
 from .fast import allowed_fast_set
-from .lengths import BLOCK_SIZE, Lengths
+from .lengths import BLOCK_SIZE, Lengths, PieceSizes, block_error
 from .messages import (
     AllowedFast,
     Bitfield,
@@ -76,6 +76,7 @@ __all__ = [
     "PeerConnection",
     "PeerTimeout",
     "Piece",
+    "PieceSizes",
     "Port",
     "Reject",
     "RemoteInfoHash",
@@ -85,6 +86,7 @@ __all__ = [
     "Suggest",
     "Unchoke",
     "allowed_fast_set",
+    "block_error",
     "decode_metadata_message",
     "encode_metadata_message",
 ]

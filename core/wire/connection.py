@@ -46,7 +46,7 @@ from .events import (
     Sentinel,
 )
 from .extensions import ExtensionHandshake, decode_extension_handshake
-from .lengths import Lengths
+from .lengths import PieceSizes, block_error
 from .messages import (
     HANDSHAKE_HEADER_LENGTH,
     PARSERS,
@@ -121,7 +121,7 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
         self,
         our_peer_id: bytes,
         info_hash: bytes | None,
-        lengths: Lengths | None = None,
+        lengths: PieceSizes | None = None,
         *,
         fast: bool = True,
         extended: bool = True,
@@ -198,7 +198,7 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
         assert self.info_hash is not None
         return self._handshake_bytes(self.info_hash, now)
 
-    def accept(self, lengths: Lengths | None = None, now: float | None = None) -> bytes:
+    def accept(self, lengths: PieceSizes | None = None, now: float | None = None) -> bytes:
         """Receiver: serve the torrent named in :class:`RemoteInfoHash`; returns our handshake."""
         if self._state is not _State.ACCEPT:
             raise LocalProtocolError("accept() only after RemoteInfoHash")
@@ -281,7 +281,7 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
         self._remote_have.setall(0)
         self._our_have = self._remote_have.copy()
 
-    def set_lengths(self, lengths: Lengths) -> None:
+    def set_lengths(self, lengths: PieceSizes) -> None:
         """Give the piece geometry once known (magnet links); validates what arrived before.
 
         Raises RemoteProtocolError if the peer's earlier bitfield or haves do
@@ -450,7 +450,7 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
         index = key[0]
         lengths = self._lengths
         if lengths is not None:
-            problem = lengths.block_error(*key)
+            problem = block_error(lengths, *key)
             if problem is not None:
                 raise RemoteProtocolError(f"bad request: {problem}")
         if key in self._their_requests:
@@ -614,7 +614,7 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
     # --- read-only state ------------------------------------------------------
 
     @property
-    def lengths(self) -> Lengths | None:
+    def lengths(self) -> PieceSizes | None:
         return self._lengths
 
     @property

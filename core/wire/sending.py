@@ -15,7 +15,7 @@ from bitarray import bitarray
 from ..errors import LocalProtocolError
 from .events import ExtendedMessage
 from .extensions import ExtensionHandshake, encode_extension_handshake
-from .lengths import Lengths
+from .lengths import PieceSizes, block_error
 from .messages import (
     AllowedFast,
     Bitfield,
@@ -56,7 +56,7 @@ class OutgoingMixin:
     # State owned by PeerConnection.__init__.
     _now: float
     _last_sent: float
-    _lengths: Lengths | None
+    _lengths: PieceSizes | None
     fast_enabled: bool
     extended_enabled: bool
     am_choking: bool
@@ -140,7 +140,7 @@ class OutgoingMixin:
         if not self.fast_enabled:
             raise LocalProtocolError(f"{type(msg).__name__} needs the fast extension")
 
-    def _need_lengths(self, what: str) -> Lengths:
+    def _need_lengths(self, what: str) -> PieceSizes:
         if self._lengths is None:
             raise LocalProtocolError(f"{what} before the piece count is known")
         return self._lengths
@@ -207,7 +207,7 @@ class OutgoingMixin:
     def _send_request(self, msg: Outgoing) -> bytes:
         assert isinstance(msg, Request)
         key = (msg.index, msg.begin, msg.length)
-        problem = self._need_lengths("request").block_error(*key)
+        problem = block_error(self._need_lengths("request"), *key)
         if problem is not None:
             raise LocalProtocolError(f"bad request: {problem}")
         if self.peer_choking and msg.index not in self.allowed_fast_in:
