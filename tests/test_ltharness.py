@@ -18,8 +18,6 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-
 from tests.support.ltharness import (
     Encryption,
     LibtorrentPeer,
@@ -33,6 +31,8 @@ from tests.support.ltharness import (
     make_payload,
     sha256_tree,
 )
+
+_ROOT = str(Path(__file__).resolve().parents[1])
 
 __all__ = ["lt_peer_factory"]  # the fixture is used by name below
 
