@@ -115,7 +115,15 @@ class _State(enum.Enum):
 
 
 class PeerConnection(ReceiveBuffer, OutgoingMixin):
-    """One peer connection's protocol state.  See the module docstring for the flow."""
+    """One peer connection's protocol state.  See the module docstring for the flow.
+
+    ``info_hash`` is None for an incoming connection (the remote names it);
+    ``lengths`` is None until the metadata is known (magnet links), then
+    given with ``set_lengths``.  ``fast``/``extended``/``dht`` are the
+    reserved bits we advertise; a feature is used only if both sides set it.
+    ``max_queue`` bounds the peer's queued requests (advertise it as
+    ``reqq``).  ``now`` starts the handshake timer.
+    """
 
     def __init__(
         self,
