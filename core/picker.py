@@ -12,19 +12,11 @@ Order of preference (highest first):
 3. rarest first (fewest connected peers have it), so rare pieces spread,
 4. a random tiebreak drawn from an injectable RNG (seed it in tests).
 
-How the order stays cheap: every requestable piece sits in exactly one bucket,
-keyed by ``(group, availability)`` where the group encodes priority and
-started/fresh. A bucket is an unordered list with an index per piece, so moving
-a piece when its availability or state changes is a swap-and-pop plus an
-append: O(1), never a re-sort. ``pick`` walks the buckets in order and stops as
-soon as it has enough requests; pieces that cannot take a request (fully
-requested, complete and awaiting hash, had, unwanted) are kept out of the
-buckets so the walk never wades through them.
-
-Availability is stored as ``base + delta[piece]``: a seed (a full bitfield or
-HaveAll) only bumps ``base``, and a bitfield with more than half the pieces
-bumps ``base`` and decrements the pieces it lacks, so a peer connecting costs
-O(min(k, n - k)) rather than O(n) bucket moves.
+How the order stays cheap: :class:`core.piece_order.PieceOrder` keeps the
+requestable pieces in buckets that are updated in O(1) per change, and
+``pick`` stops walking them as soon as it has enough requests. Pieces that
+cannot take a request (fully requested, complete and awaiting hash, had,
+unwanted) are kept out of the buckets so the walk never wades through them.
 
 Endgame: once every wanted chunk is received or in flight, ``pick`` hands out
 chunks already requested from another peer (at most one duplicate per chunk);
@@ -38,11 +30,28 @@ the budget were spent on several half-received pieces.)
 
 Sets of pieces and chunks are big-endian ``bitarray``s (the BEP 3 bitfield
 layout); chunk ``c`` of piece ``p`` is bit ``p * chunks_per_piece + c``.
+Bitfields passed in must be big-endian and exactly ``num_pieces`` long (the
+wire layer strips the padding bits); anything else raises ``ValueError``.
+
+How the engine drives it::
+
+    picker = Picker(num_pieces, piece_length, total_length)
+    picker.set_have(p)                          # from the completion store
+    picker.set_priorities(file_pieces, prio)    # from file priorities / readers
+    picker.peer_bitfield(bits) / peer_have_all() / peer_has(p)   # availability
+    picker.is_interesting(peer_bits)            # -> send INTERESTED or not
+    for req in picker.pick(conn, peer_bits, room, peer_choked_us=..., allowed_fast=...):
+        send REQUEST(req.piece, req.begin, req.length)
+    out = picker.on_block_received(conn, piece, begin, len(data))
+    if out.useful: write data;  for other in out.cancel: send CANCEL to other
+    if out.piece_complete: hash in a thread, then picker.on_piece_hashed(piece, ok)
+    picker.on_request_rejected(conn, piece, begin)          # BEP 6 REJECT
+    picker.release_peer(conn)                               # choked without fast ext.
+    picker.on_peer_gone(conn); picker.peer_lost(bits) / peer_lost_all()
 """
 
 from __future__ import annotations
 
-import bisect
 import random
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -50,22 +59,13 @@ from itertools import islice
 from typing import NamedTuple
 
 from bitarray import bitarray
-from bitarray.util import any_and, count_and, zeros
+from bitarray.util import any_and, zeros
 
+from .piece_order import OUT, REBUILD_FRACTION, PieceOrder, group_of
 from .types import PiecePriority
 
 CHUNK_SIZE = 16 * 1024
 """Request size used by every client in practice (BEP 3 recommends 2^14)."""
-
-# Groups: (NOW - priority) * 2 + (0 if started else 1); lower is picked first.
-_TOP = int(PiecePriority.NOW)
-_NUM_GROUPS = _TOP * 2
-# Sentinels for ``_group`` of pieces that are in no bucket.
-_NOWHERE = -1
-_SATURATED = -2  # wanted, but every chunk is received or in flight (endgame material)
-# A bulk change touching more than n / _REBUILD_FRACTION pieces rebuilds the
-# buckets instead of moving pieces one by one (a move costs several list ops).
-_REBUILD_FRACTION = 8
 
 
 class Request(NamedTuple):
@@ -93,8 +93,6 @@ class BlockOutcome:
 
 _USELESS = BlockOutcome(False)
 _USEFUL = BlockOutcome(True)
-
-_Bucket = tuple[list[int], bitarray]
 
 
 class Picker:
@@ -148,27 +146,9 @@ class Picker:
             self._wanted.setall(1)
         self._num_have = 0
 
-        self._base = 0
-        self._delta = [0] * n
-        perm = list(range(n))
-        self._rng.shuffle(perm)
-        rank = [0] * n
-        for i, p in enumerate(perm):
-            rank[p] = i
-        self._rand = rank  # fixed random rank per piece: the tiebreak
-
-        self._perm = perm
-        self._group = [_NOWHERE] * n
-        self._slot = [0] * n
-        # _buckets[g][d] = (pieces in random order, the same pieces as a bitset)
-        self._buckets: list[dict[int, _Bucket]] = [{} for _ in range(_NUM_GROUPS)]
-        self._keys: list[list[int]] = [[] for _ in range(_NUM_GROUPS)]
-        self._requestable = zeros(n, "big")
-        self._num_requestable = 0
+        self._order = PieceOrder(n, self._rng)
+        # Wanted pieces whose every chunk is received or in flight: endgame material.
         self._saturated: dict[int, None] = {}
-        # When a bulk change would move most pieces, bucket upkeep is suspended
-        # and the buckets are rebuilt in one pass before the next pick.
-        self._dirty = False
 
         self._owner: dict[int, Hashable] = {}
         self._dup: dict[int, Hashable] = {}
@@ -179,11 +159,7 @@ class Picker:
         self._wanted_missing = total_length if prio else 0
 
         if prio and n:
-            # Every piece starts fresh with availability 0.
-            self._group = [(_TOP - prio) * 2 + 1] * n
-            self._requestable.setall(1)
-            self._num_requestable = n
-            self._dirty = True
+            self._order.fill(group_of(prio, False))
 
     # ------------------------------------------------------------------ geometry
 
@@ -219,124 +195,41 @@ class Picker:
         if len(bits) != self._n:
             raise ValueError(f"bitfield has {len(bits)} bits, torrent has {self._n} pieces")
 
-    # ---------------------------------------------------------------- buckets
-
-    def _bucket_insert(self, p: int, g: int) -> None:
-        d = self._delta[p]
-        bucket = self._buckets[g].get(d)
-        if bucket is None:
-            bucket = self._buckets[g][d] = ([], zeros(self._n, "big"))
-            bisect.insort(self._keys[g], d)
-        lst, bits = bucket
-        bits[p] = 1
-        i = len(lst)
-        lst.append(p)
-        # Land at a pseudo-random position so arrival order does not become
-        # download order (which would make every client fetch the same pieces).
-        j = self._rand[p] % (i + 1)
-        if j != i:
-            q = lst[j]
-            lst[j] = p
-            lst[i] = q
-            self._slot[q] = i
-        self._slot[p] = j
-        self._group[p] = g
-
-    def _bucket_remove(self, p: int, g: int) -> None:
-        d = self._delta[p]
-        lst, bits = self._buckets[g][d]
-        bits[p] = 0
-        i = self._slot[p]
-        last = lst.pop()
-        if last != p:
-            lst[i] = last
-            self._slot[last] = i
-        elif not lst:
-            del self._buckets[g][d]
-            self._keys[g].remove(d)
-
-    def _rebuild(self) -> None:
-        """Refill every bucket from ``_group`` and ``_delta`` in one O(n) pass."""
-        n = self._n
-        buckets: list[dict[int, _Bucket]] = [{} for _ in range(_NUM_GROUPS)]
-        group, delta, slot = self._group, self._delta, self._slot
-        for p in self._perm:  # random order: the tiebreak
-            g = group[p]
-            if g < 0:
-                continue
-            d = delta[p]
-            bucket = buckets[g].get(d)
-            if bucket is None:
-                bucket = buckets[g][d] = ([], zeros(n, "big"))
-            lst = bucket[0]
-            slot[p] = len(lst)
-            lst.append(p)
-        for table in buckets:
-            for lst, bits in table.values():
-                for p in lst:
-                    bits[p] = 1
-        self._buckets = buckets
-        self._keys = [sorted(table) for table in buckets]
-        self._dirty = False
-
     def _place(self, p: int) -> None:
         """Move ``p`` to the bucket (or set) its current state calls for."""
         prio = self._prio[p]
         claimed = self._claim_count[p]
+        saturated = False
         if self._have[p] or self._busy[p] or not prio:
-            target = _NOWHERE
+            target = OUT
         elif claimed >= self.num_chunks(p):
-            target = _SATURATED
+            target = OUT
+            saturated = True
         else:
-            target = (_TOP - prio) * 2 + (0 if claimed else 1)
-        cur = self._group[p]
-        if cur == target:
-            return
-        if cur >= 0:
-            if not self._dirty:
-                self._bucket_remove(p, cur)
-            self._requestable[p] = 0
-            self._num_requestable -= 1
-        elif cur == _SATURATED:
-            del self._saturated[p]
-        if target >= 0:
-            if self._dirty:
-                self._group[p] = target
-            else:
-                self._bucket_insert(p, target)
-            self._requestable[p] = 1
-            self._num_requestable += 1
+            target = group_of(prio, claimed > 0)
+        self._order.place(p, target)
+        if saturated:
+            self._saturated[p] = None
         else:
-            if target == _SATURATED:
-                self._saturated[p] = None
-            self._group[p] = target
-
-    def _avail_add(self, p: int, k: int) -> None:
-        g = self._group[p]
-        if g >= 0 and not self._dirty:
-            self._bucket_remove(p, g)
-            self._delta[p] += k
-            self._bucket_insert(p, g)
-        else:
-            self._delta[p] += k
+            self._saturated.pop(p, None)
 
     # ----------------------------------------------------------- availability
 
     def availability(self, piece: int) -> int:
         """How many connected peers have ``piece``."""
-        return self._base + self._delta[piece]
+        return self._order.availability(piece)
 
     def peer_has(self, piece: int) -> None:
         """A peer announced ``piece`` (a HAVE message). O(1)."""
-        self._avail_add(piece, 1)
+        self._order.add_availability(piece, 1)
 
     def peer_have_all(self) -> None:
         """A seed connected (HaveAll, or a full bitfield). O(1)."""
-        self._base += 1
+        self._order.base += 1
 
     def peer_lost_all(self) -> None:
         """A seed disconnected. O(1)."""
-        self._base -= 1
+        self._order.base -= 1
 
     def peer_bitfield(self, bits: bitarray) -> None:
         """A peer's BITFIELD arrived (``len(bits) == num_pieces``, trimmed of padding)."""
@@ -351,16 +244,17 @@ class Picker:
         count = bits.count()
         lacking = 2 * count > self._n
         moves = self._n - count if lacking else count
-        if moves > self._n // _REBUILD_FRACTION:
-            self._dirty = True  # one O(n) rebuild beats this many bucket moves
+        order = self._order
+        if moves > self._n // REBUILD_FRACTION:
+            order.suspend()  # one O(n) rebuild beats this many bucket moves
         if lacking:
             # Cheaper to count the peer as a seed and correct the pieces it lacks.
-            self._base += k
+            order.base += k
             for p in bits.search(0):
-                self._avail_add(p, -k)
+                order.add_availability(p, -k)
         else:
             for p in bits.search(1):
-                self._avail_add(p, k)
+                order.add_availability(p, k)
 
     # -------------------------------------------------------------- priorities
 
@@ -392,8 +286,8 @@ class Picker:
         """Bulk :meth:`set_priority` (a file's piece range, a reader window)."""
         if not isinstance(pieces, range | list | tuple):
             pieces = list(pieces)
-        if len(pieces) > self._n // _REBUILD_FRACTION:
-            self._dirty = True
+        if len(pieces) > self._n // REBUILD_FRACTION:
+            self._order.suspend()
         for p in pieces:
             self.set_priority(p, prio)
 
@@ -504,7 +398,7 @@ class Picker:
 
     def in_endgame(self) -> bool:
         """Every wanted chunk is received or in flight, and some are in flight."""
-        return not self._num_requestable and bool(self._saturated)
+        return not self._order.count and bool(self._saturated)
 
     # --------------------------------------------------------------- requests
 
@@ -551,17 +445,13 @@ class Picker:
             fast = [p for p in allowed_fast if 0 <= p < self._n and peer_has[p]]
             if not fast:
                 return out
-            group, delta, rand = self._group, self._delta, self._rand
-            cands = sorted(
-                {p for p in fast if self._requestable[p]},
-                key=lambda p: (group[p], delta[p], rand[p]),
-            )
+            cands = self._order.ordered(fast)
             self._take_from(peer, reqs, cands, max_requests, capped, out)
-        elif self._num_requestable and any_and(peer_has, self._requestable):
-            if self._dirty:
-                self._rebuild()
-            self._pick_walk(peer, reqs, peer_has, max_requests, capped, out)
-        if len(out) < max_requests and not self._num_requestable and self._saturated:
+        elif self._order.count and any_and(peer_has, self._order.requestable):
+            need = max_requests // self._cpp + 1
+            walk = self._order.walk(peer_has, need, started_only=capped)
+            self._take_from(peer, reqs, walk, max_requests, capped, out)
+        if len(out) < max_requests and not self._order.count and self._saturated:
             self._pick_endgame(peer, reqs, peer_has, fast, max_requests - len(out), out)
         return out
 
@@ -605,7 +495,11 @@ class Picker:
         capped: bool,
         out: list[Request],
     ) -> int:
-        """Take chunks from ``pieces`` in order until ``budget`` is spent; return what is left."""
+        """Take chunks from ``pieces`` in order until ``budget`` is spent; return what is left.
+
+        Bucket moves are deferred until the iteration is over, so a walk over
+        the live buckets is never disturbed.
+        """
         touched: list[int] = []
         recv_count = self._recv_count
         for p in pieces:
@@ -615,62 +509,12 @@ class Picker:
             touched.append(p)
             if not budget:
                 break
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()  # finish a bucket walk before its buckets change
         for p in touched:
             self._place(p)
         return budget
-
-    def _pick_walk(
-        self,
-        peer: Hashable,
-        reqs: set[int],
-        peer_has: bitarray,
-        budget: int,
-        capped: bool,
-        out: list[Request],
-    ) -> None:
-        """Walk the buckets in order, taking chunks of pieces ``peer_has``.
-
-        Each bucket's bitset tells at C speed whether (and how many of) its
-        pieces the peer has. A bucket where the peer's pieces are dense is
-        walked in its random order; one where they are sparse is cut down to
-        the peer's pieces and sorted by the random rank: both give the same
-        kind of random tiebreak, at a cost bounded by the requests returned.
-        """
-        touched: list[int] = []
-        recv_count = self._recv_count
-        rand = self._rand
-        cpp = self._cpp
-        try:
-            for g in range(_NUM_GROUPS):
-                if capped and g & 1:
-                    continue  # over the unverified cap: only continue started pieces
-                table = self._buckets[g]
-                if not table:
-                    continue
-                for d in self._keys[g]:
-                    lst, bits = table[d]
-                    if not any_and(peer_has, bits):
-                        continue
-                    size = len(lst)
-                    walk: Iterable[int] = lst
-                    if size > 64:
-                        count = count_and(peer_has, bits)
-                        need = budget // cpp + 1
-                        # Walking finds `need` pieces in about need*size/count
-                        # steps; sorting costs a few steps per candidate.
-                        if need * size > 4 * count * count:
-                            walk = sorted((peer_has & bits).search(1), key=rand.__getitem__)
-                    for p in walk:
-                        if not peer_has[p] or (capped and not recv_count[p]):
-                            continue
-                        budget -= self._take(peer, reqs, p, budget, out)
-                        touched.append(p)
-                        if not budget:
-                            return
-        finally:
-            # Bucket moves are deferred so the lists are not mutated mid-walk.
-            for p in touched:
-                self._place(p)
 
     def _pick_endgame(
         self,
@@ -683,8 +527,8 @@ class Picker:
     ) -> None:
         allowed = None if fast is None else set(fast)
         pieces = [p for p in self._saturated if peer_has[p] and (allowed is None or p in allowed)]
-        prio, rand = self._prio, self._rand
-        pieces.sort(key=lambda p: (-prio[p], rand[p]))
+        prio, rank = self._prio, self._order.rank
+        pieces.sort(key=lambda p: (-prio[p], rank[p]))
         owner, dup = self._owner, self._dup
         for p in pieces:
             s = p * self._cpp

@@ -104,6 +104,22 @@ def test_rarest_first() -> None:
     assert distinct_pieces(reqs) == sorted(range(6), key=lambda p: avail[p])
 
 
+def test_rarest_first_after_incremental_updates() -> None:
+    # The first pick builds the buckets; later HAVEs move pieces one by one.
+    n = 200
+    picker = one_chunk_picker(n, seed=8)
+    picker.pick("warmup", bits(n, 0), 1)
+    rng = random.Random(8)
+    avail = [0] * n
+    for _ in range(1500):
+        p = rng.randrange(1, n)
+        picker.peer_has(p)
+        avail[p] += 1
+    order = distinct_pieces(picker.pick("a", ones(n), n - 1))
+    assert 0 not in order  # in flight to "warmup"
+    assert [avail[p] for p in order] == sorted(avail[1:])
+
+
 def test_priority_beats_rarity() -> None:
     picker = one_chunk_picker(4, seed=5)
     set_availability(picker, [1, 2, 3, 9])
