@@ -612,7 +612,10 @@ class Picker:
     def _release_one(self, peer: Hashable, piece: int, begin: int) -> bool:
         if not 0 <= piece < self._n or begin < 0 or begin % CHUNK_SIZE:
             return False
-        cid = piece * self._cpp + begin // CHUNK_SIZE
+        c = begin // CHUNK_SIZE
+        if c >= self.num_chunks(piece):
+            return False  # would alias a chunk of the next piece
+        cid = piece * self._cpp + c
         reqs = self._by_peer.get(peer)
         if reqs is None or cid not in reqs:
             return False

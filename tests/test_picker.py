@@ -332,6 +332,29 @@ def test_block_outcomes_and_hostile_offsets() -> None:
     assert not picker.on_request_rejected("a", 0, 7)
 
 
+def test_reject_beyond_a_piece_does_not_alias_the_next_piece() -> None:
+    picker = Picker(2, 2 * CHUNK_SIZE, 4 * CHUNK_SIZE, rng=random.Random(0))
+    picker.pick("a", ones(2), 4)
+    assert not picker.on_request_rejected("a", 0, 2 * CHUNK_SIZE)  # chunk 0 of piece 1
+    assert not picker.on_request_cancelled("a", 0, 3 * CHUNK_SIZE)
+    assert picker.outstanding_count("a") == 4
+
+
+def test_random_hostile_block_and_reject_coordinates_never_raise() -> None:
+    rng = random.Random(1)
+    picker = Picker(5, 3 * CHUNK_SIZE, 14 * CHUNK_SIZE + 5, rng=random.Random(1))
+    picker.pick("a", ones(5), 20)
+    values = [-(2**70), -1, 0, 1, CHUNK_SIZE, 3 * CHUNK_SIZE, 2**31, 2**70]
+    for _ in range(2000):
+        piece = rng.choice([*values, rng.randrange(-2, 7)])
+        begin = rng.choice([*values, rng.randrange(-2, 6) * CHUNK_SIZE])
+        length = rng.choice([None, *values])
+        out = picker.on_block_received("x", piece, begin, length)
+        assert isinstance(out, BlockOutcome)
+        assert isinstance(picker.on_request_rejected("a", piece, begin), bool)
+    assert picker.wanted_remaining_bytes() >= 0
+
+
 def test_unrequested_block_is_kept_and_cancels_the_owner() -> None:
     picker = one_chunk_picker(2, seed=0)
     reqs = picker.pick("a", ones(2), 1)
