@@ -342,13 +342,13 @@ def _parse_multihash(body: str) -> bytes:
         )
     data = bytes.fromhex(body)
     code, pos = _varint(data, 0)
-    length, pos = _varint(data, pos)
     if code != _SHA256_CODE:
         name = _MULTIHASH_NAMES.get(code, "unknown")
         raise MagnetError(
             f"xt: unsupported multihash function 0x{code:x} ({name}); "
             "BitTorrent v2 uses sha2-256 (0x12)"
         )
+    length, pos = _varint(data, pos)
     if length != 32:
         raise MagnetError(f"xt: a sha2-256 multihash must declare 32 bytes, not {length}")
     digest = data[pos:]
