@@ -28,6 +28,9 @@ Decisions, and why:
 * Unknown parameters (``xl``, ``x.foo``, ...) are kept, in order, in
   :attr:`Magnet.extra_params` and written back by :meth:`Magnet.uri`, so a link
   passes through us without losing what other programs put in it.
+* Repeated ``so`` and ``kt`` parameters add up; repeated list parameters
+  (``tr``, ``ws``, ``xs``, ``as``, ``x.pe``) keep first-seen order without
+  duplicates.
 * Empty values of optional parameters (``&tr=``, ``&dn=``, ``&so=``) mean the
   parameter is absent; such links exist in the wild and carry no information.
 * ``so=`` ranges stay ranges, merged and sorted; indices above
@@ -367,6 +370,9 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
+            if byte == 0 and shift:
+                # Multihash demands minimal varints: one code, one spelling.
+                raise MagnetError("xt: btmh multihash varint is not minimally encoded")
             return value, pos
     raise MagnetError("xt: btmh multihash varint is too long")
 

@@ -26,6 +26,7 @@ V1 = hashlib.sha1(b"magnet test").digest()
 V2 = hashlib.sha256(b"magnet test").digest()
 V1_HEX = V1.hex()
 V2_MULTIHASH = "1220" + V2.hex()
+GOOD = f"magnet:?xt=urn:btih:{V1_HEX}"
 
 
 # --- golden examples -----------------------------------------------------------
@@ -104,6 +105,18 @@ def test_huge_so_range_is_not_expanded() -> None:
 def test_leading_zeros_in_so() -> None:
     m = parse_magnet(f"magnet:?xt=urn:btih:{V1_HEX}&so=" + "0" * 5000 + "7")
     assert m.select_only == ((7, 7),)
+
+
+def test_large_hostile_inputs_stay_cheap() -> None:
+    # Linear work only: a long so= list, many parameters, a huge peer host.
+    so = ",".join(f"{i}-{i + 1}" for i in range(0, 200_000, 3))
+    m = parse_magnet(f"{GOOD}&so={so}&" + "&".join(["tr=http://t"] * 50_000))
+    assert len(m.select_only) == len(range(0, 200_000, 3))
+    assert m.trackers == ("http://t",)
+    with pytest.raises(MagnetError, match="invalid host name"):
+        parse_magnet(f"{GOOD}&x.pe={'a' * 1_000_000}:80")
+    with pytest.raises(MagnetError, match="exceeds the limit"):
+        parse_magnet(f"{GOOD}&so=1-{'9' * 100_000}")
 
 
 # --- info-hash forms -------------------------------------------------------------
@@ -283,8 +296,6 @@ def test_constructor_normalises() -> None:
 
 # --- malformed input ---------------------------------------------------------------
 
-GOOD = f"magnet:?xt=urn:btih:{V1_HEX}"
-
 MALFORMED = [
     ("", "must start with 'magnet:'"),
     ("http://example.com/?xt=urn:btih:" + V1_HEX, "must start with 'magnet:'"),
@@ -312,6 +323,8 @@ MALFORMED = [
     ("magnet:?xt=urn:btmh:", "even number of hex digits"),
     ("magnet:?xt=urn:btmh:12zz", "even number of hex digits"),
     ("magnet:?xt=urn:btmh:80", "truncated"),
+    ("magnet:?xt=urn:btmh:9200" + "20" + "ab" * 32, "not minimally encoded"),
+    ("magnet:?xt=urn:btmh:12a000" + "ab" * 32, "not minimally encoded"),
     ("magnet:?xt=urn:btmh:" + "ff" * 12, "varint is too long"),
     (GOOD + "&xt=urn:btih:" + "00" * 20, "conflicting v1"),
     (
