@@ -1,0 +1,339 @@
+"""``Client``: owns the torrents, the listeners, the bus, the rate limits and the bans.
+
+Use it as an async context manager::
+
+    async with Client(ClientConfig(listen_port=0)) as client:
+        t = await client.add_torrent_file("x.torrent")
+        t.add_peers([("127.0.0.1", 6881)])
+        await t.wait_complete()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from .bus import EventBus
+from .config import ClientConfig, generate_peer_id
+from .errors import RemoteProtocolError, TorrentError
+from .events import ClientSnapshot, TorrentAdded, TorrentRemoved, TorrentRow
+from .metainfo import Metainfo
+from .net.peer_io import PeerProtocol
+from .peer import Peer
+from .ratelimit import TokenBucket
+from .stats import ClientStats, RateMeter, TorrentState
+from .storage import CompletionStore, FileStorage, Layout, MemoryStorage, Storage
+from .torrent import Torrent
+from .types import InfoHash
+from .wire import Event, HandshakeReceived, PeerConnection, RemoteInfoHash
+
+log = logging.getLogger(__name__)
+
+#: How often a ClientSnapshot is published while someone listens.
+SNAPSHOT_INTERVAL = 0.5
+
+
+class _HandshakeRouter:
+    """Owner of an incoming connection until it names a torrent we serve."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def peer_event(self, proto: PeerProtocol, event: Event) -> None:
+        if isinstance(event, RemoteInfoHash):
+            torrent = self.client._torrents_by_wire.get(event.info_hash)
+            if torrent is None or not torrent.accept_incoming(proto):
+                proto.close("unknown or unavailable info-hash")
+        elif isinstance(event, HandshakeReceived):  # pragma: no cover - accept() hands over
+            proto.close("handshake without a torrent")
+
+    def peer_closed(self, proto: PeerProtocol, reason: str) -> None:
+        self.client.connection_closed()
+
+    def peer_writable(self, proto: PeerProtocol) -> None:
+        pass
+
+
+class Client:
+    """A BitTorrent client: torrents, listeners, limits, the event bus."""
+
+    def __init__(self, config: ClientConfig | None = None) -> None:
+        self.config = config or ClientConfig()
+        self.peer_id = generate_peer_id(self.config.peer_id_prefix)
+        self.bus = EventBus()
+        self.torrents: dict[InfoHash, Torrent] = {}
+        self._torrents_by_wire: dict[bytes, Torrent] = {}
+        self._servers: list[asyncio.Server] = []
+        self.listen_port = 0
+        self._connections = 0
+        self._banned: dict[str, str] = {}
+        now = time.monotonic()
+        self.download_bucket = TokenBucket(self.config.download_rate_limit, now=now)
+        self.upload_bucket = TokenBucket(self.config.upload_rate_limit, now=now)
+        self.completion: CompletionStore | None = None
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._down_meter = RateMeter()
+        self._up_meter = RateMeter()
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.default_storage == "file":
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            self.completion = await asyncio.to_thread(
+                CompletionStore, cfg.data_dir / "completion.sqlite"
+            )
+        if cfg.accept_incoming and cfg.tcp:
+            await self._listen()
+        self._snapshot_task = asyncio.create_task(self._snapshot_loop(), name="snapshots")
+
+    async def _listen(self) -> None:
+        """Listen on every configured address with one port (IPv4 first picks it)."""
+        loop = asyncio.get_running_loop()
+        port = self.config.listen_port
+        addresses = sorted(self.config.listen_addresses, key=lambda a: ":" in a)
+        errors = []
+        for host in addresses:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((host, port))
+                sock.listen(128)
+                sock.setblocking(False)
+            except OSError as exc:
+                sock.close()
+                errors.append(f"{host}: {exc.strerror or exc}")
+                continue
+            server = await loop.create_server(self._incoming_protocol, sock=sock)
+            self._servers.append(server)
+            if port == 0:
+                port = sock.getsockname()[1]
+        if not self._servers:
+            raise TorrentError(f"cannot listen on port {self.config.listen_port}: {errors}")
+        self.listen_port = port
+
+    def _incoming_protocol(self) -> PeerProtocol:
+        self._connections += 1
+        conn = PeerConnection(
+            self.peer_id,
+            None,
+            max_queue=self.config.request_queue_len,
+            now=time.monotonic(),
+            keepalive_interval=self.config.keepalive_interval,
+            idle_timeout=self.config.idle_timeout,
+            handshake_timeout=self.config.handshake_timeout,
+        )
+        return PeerProtocol(
+            conn,
+            _HandshakeRouter(self),
+            outgoing=False,
+            download_bucket=self._bucket_or_none(self.download_bucket),
+        )
+
+    def make_protocol(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> PeerProtocol:
+        self._connections += 1
+        proto = PeerProtocol(
+            conn,
+            peer,
+            outgoing=outgoing,
+            download_bucket=self._bucket_or_none(self.download_bucket),
+        )
+        peer.torrent.attach(peer, proto)
+        return proto
+
+    @staticmethod
+    def _bucket_or_none(bucket: TokenBucket) -> TokenBucket:
+        # Always pass the bucket: a limit set later at runtime must apply to
+        # existing connections too; an unlimited bucket never delays.
+        return bucket
+
+    def may_open_connection(self) -> bool:
+        return self._connections < self.config.max_connections
+
+    def connection_closed(self) -> None:
+        self._connections = max(0, self._connections - 1)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._snapshot_task is not None:
+            self._snapshot_task.cancel()
+        for server in self._servers:
+            server.close()
+        await asyncio.gather(*(t.close() for t in self.torrents.values()), return_exceptions=True)
+        for server in self._servers:
+            try:
+                async with asyncio.timeout(2):
+                    await server.wait_closed()
+            except TimeoutError:  # pragma: no cover
+                pass
+        if self.completion is not None:
+            await asyncio.to_thread(self.completion.close)
+        self.bus.close()
+
+    # ------------------------------------------------------------------ torrents
+
+    async def add_torrent_file(self, path: str | Path, **kwargs: object) -> Torrent:
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        return await self.add_metainfo(Metainfo.from_bytes(data), **kwargs)  # type: ignore[arg-type]
+
+    async def add_metainfo(
+        self,
+        mi: Metainfo,
+        *,
+        download_dir: str | Path | None = None,
+        storage: Storage | None = None,
+        verify: bool = False,
+        peers: Sequence[tuple[str, int]] = (),
+    ) -> Torrent:
+        """Add a torrent; returns the existing one if its info-hash is already here."""
+        existing = self.torrents.get(mi.info_hash)
+        if existing is not None:
+            existing.add_peers(peers)
+            return existing
+        root = Path(download_dir) if download_dir is not None else self.config.download_dir
+        layout = Layout.from_info(mi.info, root)
+        if storage is None:
+            if self.config.default_storage == "memory":
+                storage = MemoryStorage(layout)
+            else:
+                storage = FileStorage(layout)
+        torrent = Torrent(self, mi, storage, layout, self.completion)
+        self.torrents[mi.info_hash] = torrent
+        self._torrents_by_wire[mi.info_hash.wire] = torrent
+        if mi.info_hash.v2 is not None and mi.info_hash.v1 is not None:
+            self._torrents_by_wire[mi.info_hash.v2[:20]] = torrent
+        self.bus.publish(TorrentAdded(mi.info_hash, mi.info.name))
+        try:
+            await torrent.start(verify=verify)
+        except BaseException:
+            await self.remove_torrent(mi.info_hash)
+            raise
+        torrent.add_peers(peers)
+        return torrent
+
+    async def add_info_hash(self, info_hash: InfoHash) -> Torrent:
+        """Look up a torrent by info-hash; without metadata support (magnets) it must exist."""
+        existing = self.torrents.get(info_hash)
+        if existing is None:
+            raise TorrentError(
+                f"{info_hash.hex()}: adding a torrent by info-hash alone needs metadata "
+                "exchange (magnet links), which is not available yet"
+            )
+        return existing
+
+    async def remove_torrent(self, info_hash: InfoHash) -> None:
+        torrent = self.torrents.pop(info_hash, None)
+        if torrent is None:
+            return
+        for key in [k for k, v in self._torrents_by_wire.items() if v is torrent]:
+            del self._torrents_by_wire[key]
+        await torrent.close()
+        self.bus.publish(TorrentRemoved(info_hash))
+
+    def torrent(self, info_hash: InfoHash) -> Torrent | None:
+        return self.torrents.get(info_hash)
+
+    # ------------------------------------------------------------------ limits, bans, stats
+
+    def set_rate_limits(self, *, download: int | None, upload: int | None) -> None:
+        now = time.monotonic()
+        self.download_bucket.set_rate(download, now)
+        self.upload_bucket.set_rate(upload, now)
+
+    def ban(self, ip: str, reason: str) -> None:
+        self._banned[ip] = reason
+        log.info("banned %s: %s", ip, reason)
+
+    def is_banned(self, ip: str) -> bool:
+        return ip in self._banned
+
+    @property
+    def banned(self) -> dict[str, str]:
+        return dict(self._banned)
+
+    def stats(self) -> ClientStats:
+        s = ClientStats()
+        for t in self.torrents.values():
+            ts = t.stats()
+            s.accumulate(ts)
+            s.active_peers += ts.active_peers
+            s.active_half_open_attempts += ts.half_open_peers
+        s.torrents = len(self.torrents)
+        return s
+
+    def snapshot(self) -> ClientSnapshot:
+        rows = []
+        total_down = total_up = 0.0
+        for t in self.torrents.values():
+            down, up = t.rates()
+            total_down += down
+            total_up += up
+            ts = t.stats()
+            done = t.bytes_completed()
+            remaining = t.picker.wanted_remaining_bytes()
+            eta = remaining / down if down > 0 else None
+            uploaded = ts.bytes_written_data
+            rows.append(
+                TorrentRow(
+                    info_hash=t.info_hash,
+                    name=t.name,
+                    state=t.state,
+                    progress=done / t.length if t.length else 1.0,
+                    size=t.length,
+                    bytes_done=done,
+                    down_rate=down,
+                    up_rate=up,
+                    peers=ts.active_peers,
+                    seeds=ts.connected_seeders,
+                    eta=eta,
+                    ratio=uploaded / done if done else 0.0,
+                    added_time=t.added_at,
+                    error=t.error,
+                )
+            )
+        cs = self.stats()
+        return ClientSnapshot(
+            torrents=tuple(rows),
+            down_rate=total_down,
+            up_rate=total_up,
+            bytes_downloaded=cs.bytes_read_data,
+            bytes_uploaded=cs.bytes_written_data,
+            peers=cs.active_peers,
+            dht_nodes=0,
+        )
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            if self.bus.subscriber_count:
+                try:
+                    self.bus.publish(self.snapshot())
+                except Exception:  # pragma: no cover - never kill the loop
+                    log.exception("snapshot failed")
+
+
+__all__ = ["Client", "RemoteProtocolError", "TorrentState"]

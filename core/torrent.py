@@ -1,0 +1,970 @@
+"""``Torrent``: one torrent's pieces, peers, picker, choker and storage.
+
+All state lives on the event loop (the engine's one lock).  Blocks arrive in
+protocol callbacks and are copied into a per-piece buffer; a complete piece
+is hashed and written in a worker thread, and only then marked as had.  The
+picker's unverified-bytes cap bounds those buffers, so download never
+outruns hashing and memory stays bounded.  Uploads are served from a small
+cache of whole pieces read in worker threads.
+
+Piece state that can change across an ``await`` is kept in explicit flags
+(``_hashing``, picker's busy set) as anacrolix does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from bitarray import bitarray
+
+from .choker import Choker, PeerView, is_snubbed
+from .errors import StorageError, TorrentError
+from .events import (
+    PeerConnected,
+    PeerDisconnected,
+    PeerSource,
+    PieceHashFailed,
+    PieceStateChanged,
+    StorageFailed,
+    TorrentStateChanged,
+)
+from .files import File, Piece
+from .metainfo import Metainfo
+from .net.peer_io import PeerProtocol
+from .peer import Peer
+from .picker import Picker
+from .piecestate import PieceState, PieceStateRun, piece_state_runs
+from .stats import TorrentState, TorrentStats
+from .storage import CompletionStore, DataMissingError, Layout, Storage
+from .types import InfoHash, PiecePriority
+from .wire import (
+    Bitfield,
+    Choke,
+    ExtendedMessage,
+    ExtensionHandshake,
+    Have,
+    HaveAll,
+    HaveNone,
+    Interested,
+    NotInterested,
+    PeerConnection,
+    Request,
+    Unchoke,
+)
+from .wire import Piece as PieceMsg
+
+if TYPE_CHECKING:
+    from .client import Client
+
+log = logging.getLogger(__name__)
+
+#: Whole pieces kept in memory to serve uploads.
+READ_CACHE_BYTES = 32 << 20
+#: A peer that alone sent the data of this many failed pieces is banned.
+BAN_AFTER_FAILURES = 2
+#: How often the torrent's housekeeping runs (choking, interest, dialing).
+TICK_SECONDS = 1.0
+#: Piece state changes are batched onto the bus at most this often.
+PIECE_EVENT_INTERVAL = 0.25
+
+Address = tuple[str, int]
+
+
+class Torrent:
+    """A torrent in a :class:`~core.client.Client`."""
+
+    def __init__(
+        self,
+        client: Client,
+        metainfo: Metainfo,
+        storage: Storage,
+        layout: Layout,
+        completion: CompletionStore | None,
+    ) -> None:
+        self.client = client
+        self.metainfo = metainfo
+        self.info = metainfo.info
+        self.info_hash: InfoHash = metainfo.info_hash
+        self.storage = storage
+        self.layout = layout
+        self.completion = completion
+        cfg = client.config
+        info = self.info
+        self.picker = Picker(
+            info.num_pieces,
+            info.piece_length,
+            info.length,
+            max_unverified_bytes=cfg.max_unverified_bytes,
+        )
+        self.choker = Choker(cfg.unchoke_slots, time.monotonic())
+        self._state = TorrentState.CHECKING
+        self.error: str | None = None
+        self.added_at = time.time()
+        self.peers: dict[Peer, None] = {}
+        self._half_open: dict[Address, Peer] = {}
+        self._peer_pool: OrderedDict[Address, PeerSource] = OrderedDict()
+        self._dial_tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._bufs: dict[int, bytearray] = {}
+        self._contributors: dict[int, dict[int, Peer]] = {}
+        self._failed_blocks: dict[int, dict[int, tuple[Peer, bytes]]] = {}
+        self._hashing: set[int] = set()
+        self._hash_sem = asyncio.Semaphore(max(1, cfg.piece_hashers_per_torrent))
+        self._read_cache: OrderedDict[int, bytes] = OrderedDict()
+        self._read_cache_bytes = 0
+        self._pending_reads: dict[int, list[tuple[Peer, Request]]] = {}
+        self._closed_stats = TorrentStats()
+        self._wanted_done = asyncio.Event()
+        self._state_changed = asyncio.Event()
+        self._own_piece_priority: dict[int, PiecePriority] = {}
+        self._piece_changes: dict[int, None] = {}
+        self._piece_flush: asyncio.TimerHandle | None = None
+        self._rechoke_handle: asyncio.Handle | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._started = False
+        self.files: list[File] = [
+            File(self, i, entry, "/".join((info.name, *entry.path)))
+            for i, entry in enumerate(info.files)
+            if not entry.is_padding
+        ]
+        self._files_by_index = {f.index: f for f in self.files}
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def num_pieces(self) -> int:
+        return self.info.num_pieces
+
+    @property
+    def state(self) -> TorrentState:
+        return self._state
+
+    @property
+    def length(self) -> int:
+        return self.info.total_size
+
+    def piece(self, index: int) -> Piece:
+        if not 0 <= index < self.num_pieces:
+            raise IndexError(f"piece {index} out of range 0..{self.num_pieces - 1}")
+        return Piece(self, index)
+
+    def bytes_completed(self) -> int:
+        """Payload bytes inside verified pieces (padding excluded)."""
+        return sum(f.bytes_completed() for f in self.files)
+
+    def bytes_missing(self) -> int:
+        return self.length - self.bytes_completed()
+
+    def have_bitfield(self) -> bitarray:
+        return self.picker.have_bitfield()
+
+    def download_all(self) -> None:
+        for f in self.files:
+            f.set_priority(PiecePriority.NORMAL)
+
+    def download_pieces(self, begin: int, end: int) -> None:
+        for i in range(begin, end):
+            self._set_own_piece_priority(i, PiecePriority.NORMAL)
+
+    def cancel_pieces(self, begin: int, end: int) -> None:
+        for i in range(begin, end):
+            self._set_own_piece_priority(i, PiecePriority.NONE)
+
+    async def wait_complete(self) -> None:
+        """Wait until every wanted piece is verified; raises if the torrent fails or is dropped."""
+        while True:
+            if self._state is TorrentState.ERROR:
+                raise TorrentError(f"{self.name}: {self.error}")
+            if self._closed:
+                raise TorrentError(f"{self.name}: dropped")
+            if self._started and self.picker.is_complete():
+                return
+            self._state_changed.clear()
+            await self._state_changed.wait()
+
+    def stats(self) -> TorrentStats:
+        s = TorrentStats()
+        s.accumulate(self._closed_stats)
+        active = 0
+        seeds = 0
+        for p in self.peers:
+            s.accumulate(p.stats)
+            active += 1
+            seeds += p.is_seed
+        s.total_peers = active + len(self._half_open) + len(self._peer_pool)
+        s.active_peers = active
+        s.pending_peers = len(self._peer_pool)
+        s.half_open_peers = len(self._half_open)
+        s.connected_seeders = seeds
+        s.pieces_complete = self.picker.num_have
+        return s
+
+    def rates(self) -> tuple[float, float]:
+        now = time.monotonic()
+        down = sum(p.down_rate.rate(now) for p in self.peers)
+        up = sum(p.up_rate.rate(now) for p in self.peers)
+        return down, up
+
+    def add_peers(
+        self, addresses: Iterable[Address], source: PeerSource = PeerSource.DIRECT
+    ) -> None:
+        """Add peer addresses to dial (e.g. from a tracker, PEX, or ``--peer``)."""
+        for host, port in addresses:
+            addr = (str(host), int(port))
+            if not 0 < addr[1] < 65536 or self.client.is_banned(addr[0]):
+                continue
+            if addr in self._half_open or any(p.address == addr for p in self.peers):
+                continue
+            self._peer_pool[addr] = source
+        self._maybe_dial()
+
+    def pause(self) -> None:
+        if self._state in (TorrentState.PAUSED, TorrentState.ERROR):
+            return
+        self._disconnect_all("torrent paused")
+        self._set_state(TorrentState.PAUSED)
+        self._schedule(self._flush_storage())
+
+    def resume(self) -> None:
+        """Leave the paused or error state; an error state retries its failed I/O."""
+        if self._state not in (TorrentState.PAUSED, TorrentState.ERROR):
+            return
+        self.error = None
+        self._set_state(self._active_state())
+        self._maybe_dial()
+
+    async def verify_data(self) -> None:
+        """Rehash every piece from disk, forgetting what was known."""
+        self._set_state(TorrentState.CHECKING)
+        for p in range(self.num_pieces):
+            if self.picker.have(p):
+                self.picker.on_piece_hashed(p, False) if self.picker.is_hashing(p) else None
+        await self._check_pieces(range(self.num_pieces), forget_unverified=True)
+        self._set_state(self._active_state())
+        self._maybe_dial()
+
+    async def drop(self) -> None:
+        await self.client.remove_torrent(self.info_hash)
+
+    def piece_state_runs(self) -> list[PieceStateRun]:
+        return piece_state_runs(self._piece_state(i) for i in range(self.num_pieces))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    _closed = False
+
+    async def start(self, *, verify: bool = False) -> None:
+        """Find out what is on disk, then start downloading or seeding."""
+        self._set_state(TorrentState.CHECKING)
+        known = None
+        if self.completion is not None and not verify:
+            known = await asyncio.to_thread(self.completion.load, self.info_hash, self.layout)
+        to_check: list[int] = []
+        if known is not None:
+            for p in known.search(1):
+                self.picker.set_have(p)
+        on_disk = await asyncio.to_thread(self.layout.pieces_with_data_on_disk)
+        if known is not None:
+            on_disk &= ~known
+        to_check = list(on_disk.search(1))
+        if to_check:
+            await self._check_pieces(to_check, forget_unverified=False)
+        self._started = True
+        if self._closed:
+            return
+        self._set_state(self._active_state())
+        if self.picker.is_complete():
+            await self._on_wanted_complete()
+        self._tick_task = asyncio.create_task(self._tick_loop(), name=f"tick {self.name}")
+
+    async def close(self) -> None:
+        """Disconnect everyone and persist completion (used on drop and client shutdown)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._state_changed.set()
+        self._disconnect_all("torrent closed")
+        for task in (*self._dial_tasks, *self._tasks):
+            task.cancel()
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        await asyncio.gather(*self._dial_tasks, *self._tasks, return_exceptions=True)
+        self._flush_piece_events()
+        await self._flush_storage()
+        if self.completion is not None:
+            await asyncio.to_thread(self.completion.detach, self.info_hash)
+        await asyncio.to_thread(self.storage.close)
+
+    async def _flush_storage(self) -> None:
+        try:
+            await asyncio.to_thread(self.storage.flush)
+            if self.completion is not None:
+                await asyncio.to_thread(self.completion.flush)
+        except StorageError as exc:
+            log.warning("%s: flush failed: %s", self.name, exc)
+
+    def _active_state(self) -> TorrentState:
+        if self.picker.is_complete():
+            return TorrentState.SEEDING
+        return TorrentState.DOWNLOADING
+
+    def _set_state(self, new: TorrentState, error: str | None = None) -> None:
+        old = self._state
+        self._state = new
+        self._state_changed.set()
+        if old != new or error:
+            self.client.bus.publish(TorrentStateChanged(self.info_hash, old, new, error))
+
+    def _schedule(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                self._tick()
+            except Exception:  # pragma: no cover - housekeeping must never die
+                log.exception("%s: tick failed", self.name)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self._rechoke(now)
+        for peer in list(self.peers):
+            self._update_interest(peer)
+            if peer.proto is not None and peer.proto.conn.am_interested:
+                self._fill_requests(peer)
+        self._maybe_dial()
+
+    # ------------------------------------------------------------------ checking
+
+    async def _check_pieces(self, pieces: Sequence[int], *, forget_unverified: bool) -> None:
+        """Hash pieces already on disk, a few at a time in worker threads."""
+        sem = asyncio.Semaphore(max(1, self.client.config.piece_hashers_per_torrent))
+
+        async def check(p: int) -> None:
+            async with sem:
+                if self._closed:
+                    return
+                self._hashing.add(p)
+                try:
+                    ok = await asyncio.to_thread(self._hash_on_disk, p)
+                finally:
+                    self._hashing.discard(p)
+                if ok:
+                    self.picker.set_have(p)
+                    if self.completion is not None:
+                        await asyncio.to_thread(self.completion.mark, self.info_hash, p, True)
+                elif forget_unverified and self.picker.have(p):
+                    self._forget_piece(p)
+                self._piece_changed(p)
+
+        await asyncio.gather(*(check(p) for p in pieces))
+
+    def _forget_piece(self, p: int) -> None:
+        # The picker has no "un-have"; rebuild it without this piece.
+        have = self.picker.have_bitfield()
+        have[p] = 0
+        self._rebuild_picker(have)
+        if self.completion is not None:
+            self.completion.mark(self.info_hash, p, False)
+
+    def _rebuild_picker(self, have: bitarray) -> None:
+        cfg = self.client.config
+        info = self.info
+        picker = Picker(
+            info.num_pieces,
+            info.piece_length,
+            info.length,
+            max_unverified_bytes=cfg.max_unverified_bytes,
+        )
+        for i in range(info.num_pieces):
+            picker.set_priority(i, self._piece_priority(i))
+        for p in have.search(1):
+            picker.set_have(p)
+        for peer in self.peers:
+            if peer.has is not None:
+                picker.peer_bitfield(peer.has)
+        self.picker = picker
+
+    def _hash_on_disk(self, p: int) -> bool:
+        """Worker thread: does the piece on disk match its hash?"""
+        try:
+            if self.info.pieces:
+                return self.storage.hash_piece(p, "sha1") == self.info.piece_hash_v1(p)
+            return self.metainfo.verify_piece_v2(p, self.storage.read_piece(p))
+        except DataMissingError:
+            return False
+
+    # ------------------------------------------------------------------ priorities
+
+    def _file_pieces(self, f: File) -> range:
+        return self.info.file_pieces(f.index)
+
+    def _piece_priority(self, p: int) -> PiecePriority:
+        prio = self._own_piece_priority.get(p, PiecePriority.NONE)
+        for fi in self.info.files_in_piece(p):
+            f = self._files_by_index.get(fi)
+            if f is not None and f.priority > prio:
+                prio = f.priority
+        return prio
+
+    def _file_priority_changed(self, f: File) -> None:
+        from .events import FilePriorityChanged
+
+        self._reprioritise(self._file_pieces(f))
+        self.client.bus.publish(FilePriorityChanged(self.info_hash, f.index, f.priority))
+
+    def _set_own_piece_priority(self, p: int, prio: PiecePriority) -> None:
+        if prio == PiecePriority.NONE:
+            self._own_piece_priority.pop(p, None)
+        else:
+            self._own_piece_priority[p] = prio
+        self._reprioritise(range(p, p + 1))
+
+    def _reprioritise(self, pieces: Iterable[int]) -> None:
+        changed = False
+        for p in pieces:
+            prio = self._piece_priority(p)
+            if self.picker.priority(p) != prio:
+                self.picker.set_priority(p, prio)
+                self._piece_changed(p)
+                changed = True
+        if not changed or not self._started:
+            return
+        if self.picker.is_complete():
+            self._schedule(self._on_wanted_complete())
+        elif self._state is TorrentState.SEEDING and not self.picker.is_complete():
+            self._set_state(TorrentState.DOWNLOADING)
+        for peer in list(self.peers):
+            self._update_interest(peer)
+            self._fill_requests(peer)
+
+    def _file_bytes_completed(self, f: File) -> int:
+        info = self.info
+        done = 0
+        fstart, fend = f.offset, f.offset + f.length
+        for p in self._file_pieces(f):
+            if self.picker.have(p):
+                pstart = info.piece_offset(p)
+                pend = pstart + info.piece_size(p)
+                done += max(0, min(fend, pend) - max(fstart, pstart))
+        return done
+
+    # ------------------------------------------------------------------ piece state
+
+    def _piece_state(self, p: int) -> PieceState:
+        picker = self.picker
+        have = picker.have(p)
+        return PieceState(
+            priority=picker.priority(p),
+            complete=have,
+            partial=not have and (p in self._bufs),
+            hashing=p in self._hashing,
+            queued_for_hash=picker.is_hashing(p) and p not in self._hashing,
+        )
+
+    def _piece_changed(self, p: int) -> None:
+        self._piece_changes[p] = None
+        if self._piece_flush is None:
+            loop = asyncio.get_running_loop()
+            self._piece_flush = loop.call_later(PIECE_EVENT_INTERVAL, self._flush_piece_events)
+
+    def _flush_piece_events(self) -> None:
+        self._piece_flush = None
+        if not self._piece_changes:
+            return
+        changes = tuple((p, self._piece_state(p)) for p in self._piece_changes)
+        self._piece_changes.clear()
+        self.client.bus.publish(PieceStateChanged(self.info_hash, changes))
+
+    # ------------------------------------------------------------------ peers
+
+    def _maybe_dial(self) -> None:
+        if self._closed or self._state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+            return
+        cfg = self.client.config
+        seeding = self._state is TorrentState.SEEDING
+        while self._peer_pool:
+            if len(self.peers) + len(self._half_open) >= cfg.max_connections_per_torrent:
+                return
+            if len(self._half_open) >= cfg.max_half_open_per_torrent:
+                return
+            if not self.client.may_open_connection():
+                return
+            addr, source = self._peer_pool.popitem(last=False)
+            if seeding and not cfg.seed:
+                continue
+            peer = Peer(self, addr, source, incoming=False)
+            self._half_open[addr] = peer
+            task = asyncio.create_task(self._dial(peer), name=f"dial {addr}")
+            self._dial_tasks.add(task)
+            task.add_done_callback(self._dial_tasks.discard)
+
+    async def _dial(self, peer: Peer) -> None:
+        cfg = self.client.config
+        loop = asyncio.get_running_loop()
+        conn = self._new_connection(self.info_hash.wire)
+        host, port = peer.address
+        try:
+            async with asyncio.timeout(cfg.dial_timeout):
+                await loop.create_connection(
+                    lambda: self.client.make_protocol(conn, peer, outgoing=True), host, port
+                )
+        except (OSError, TimeoutError) as exc:
+            self._half_open.pop(peer.address, None)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.client.bus.publish(
+                PeerDisconnected(
+                    self.info_hash, peer.address, f"dial failed: {reason or 'timeout'}"
+                )
+            )
+            self._maybe_dial()
+
+    def _new_connection(self, info_hash: bytes | None) -> PeerConnection:
+        cfg = self.client.config
+        return PeerConnection(
+            self.client.peer_id,
+            info_hash,
+            self.info if info_hash is not None else None,
+            max_queue=cfg.request_queue_len,
+            now=time.monotonic(),
+            keepalive_interval=cfg.keepalive_interval,
+            idle_timeout=cfg.idle_timeout,
+            handshake_timeout=cfg.handshake_timeout,
+        )
+
+    def attach(self, peer: Peer, proto: PeerProtocol) -> None:
+        """The protocol for ``peer`` exists (outgoing: connected; incoming: accepted)."""
+        peer.proto = proto
+        proto.owner = peer
+        if peer.incoming:
+            self._half_open[peer.address] = peer
+
+    def accept_incoming(self, proto: PeerProtocol) -> bool:
+        """An incoming connection asked for this torrent; False to refuse it."""
+        cfg = self.client.config
+        if self._closed or self._state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+            return False
+        if len(self.peers) + len(self._half_open) >= cfg.max_connections_per_torrent:
+            return False
+        peer = Peer(self, proto.address, PeerSource.INCOMING, incoming=True)
+        self.attach(peer, proto)
+        proto.accept(self.info)
+        return True
+
+    def _peer_handshaken(self, peer: Peer) -> None:
+        proto = peer.proto
+        assert proto is not None
+        self._half_open.pop(peer.address, None)
+        for other in self.peers:
+            if other.peer_id == peer.peer_id:
+                peer.close("duplicate peer id")
+                return
+        if self.client.is_banned(peer.address[0]):
+            peer.close("banned")
+            return
+        peer.active = True
+        self.peers[peer] = None
+        conn = proto.conn
+        msgs: list[object] = []
+        if conn.extended_enabled:
+            msgs.append(
+                ExtensionHandshake(
+                    m={},
+                    v=self.client.config.client_name,
+                    reqq=self.client.config.request_queue_len,
+                    p=self.client.listen_port or None,
+                )
+            )
+        have = self.picker.have_bitfield()
+        if conn.fast_enabled and have.all():
+            msgs.append(HaveAll())
+        elif conn.fast_enabled and not have.any():
+            msgs.append(HaveNone())
+        elif have.any():
+            msgs.append(Bitfield(have))
+        proto.send_many(msgs)  # type: ignore[arg-type]
+        self.client.bus.publish(
+            PeerConnected(self.info_hash, peer.address, peer.client, peer.source)
+        )
+        self._rechoke_soon()
+
+    def _peer_closed(self, peer: Peer, reason: str) -> None:
+        self._half_open.pop(peer.address, None)
+        if peer.active:
+            peer.active = False
+            self.peers.pop(peer, None)
+            self._closed_stats.accumulate(peer.stats)
+            if peer.has is not None:
+                self.picker.peer_lost(peer.has)
+            self.picker.on_peer_gone(peer)
+            self.client.bus.publish(PeerDisconnected(self.info_hash, peer.address, reason))
+            if not self._closed:
+                for other in list(self.peers):
+                    self._fill_requests(other)
+                self._rechoke_soon()
+        else:
+            self.client.bus.publish(PeerDisconnected(self.info_hash, peer.address, reason))
+        self.client.connection_closed()
+        self._maybe_dial()
+
+    def _disconnect_all(self, reason: str) -> None:
+        for peer in list(self.peers) + list(self._half_open.values()):
+            peer.close(reason)
+        self._bufs.clear()
+        self._contributors.clear()
+
+    def _ban(self, peer: Peer, reason: str) -> None:
+        self.client.ban(peer.address[0], reason)
+        peer.close(f"banned: {reason}")
+
+    def _update_interest(self, peer: Peer) -> None:
+        proto = peer.proto
+        if proto is None or proto.closed or not peer.active:
+            return
+        want = (
+            self._state is TorrentState.DOWNLOADING
+            and peer.has is not None
+            and self.picker.is_interesting(peer.has)
+        )
+        if want and not proto.conn.am_interested:
+            proto.send(Interested())
+            self._fill_requests(peer)
+        elif not want and proto.conn.am_interested:
+            proto.send(NotInterested())
+
+    def _fill_requests(self, peer: Peer) -> None:
+        proto = peer.proto
+        if (
+            proto is None
+            or proto.closed
+            or not peer.active
+            or peer.has is None
+            or self._state is not TorrentState.DOWNLOADING
+        ):
+            return
+        conn = proto.conn
+        if not conn.am_interested:
+            return
+        choked = conn.peer_choking
+        if choked and not conn.allowed_fast_in:
+            return
+        now = time.monotonic()
+        want = peer.pipeline_target(now) - self.picker.outstanding_count(peer)
+        if want < max(1, peer.pipeline_target(now) // 8):
+            return
+        reqs = self.picker.pick(
+            peer,
+            peer.has,
+            want,
+            peer_choked_us=choked,
+            allowed_fast=conn.allowed_fast_in if choked else None,
+        )
+        if reqs:
+            proto.send_many(Request(r.piece, r.begin, r.length) for r in reqs)
+
+    # ------------------------------------------------------------------ choking
+
+    def _rechoke_soon(self) -> None:
+        if self._rechoke_handle is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._rechoke_handle = loop.call_soon(self._rechoke_now)
+
+    def _rechoke_now(self) -> None:
+        self._rechoke_handle = None
+        self._rechoke(time.monotonic())
+
+    def _rechoke(self, now: float) -> None:
+        cfg = self.client.config
+        seeding = self._state is TorrentState.SEEDING
+        views = []
+        for peer in self.peers:
+            proto = peer.proto
+            if proto is None or proto.closed:
+                continue
+            conn = proto.conn
+            views.append(
+                PeerView(
+                    id=peer,
+                    interested_in_us=conn.peer_interested
+                    and not cfg.no_upload
+                    and self._state in (TorrentState.DOWNLOADING, TorrentState.SEEDING),
+                    download_rate=peer.down_rate.rate(now),
+                    upload_rate=peer.up_rate.rate(now),
+                    snubbed=is_snubbed(
+                        now,
+                        peer.last_block_at,
+                        we_are_interested=conn.am_interested,
+                        peer_chokes_us=conn.peer_choking,
+                    ),
+                    connected_at=peer.connected_at,
+                    is_seed=peer.is_seed,
+                )
+            )
+        decision = self.choker.update(now, views, seeding=seeding)
+        for pid in decision.choke:
+            p = pid if isinstance(pid, Peer) else None
+            if p is not None and p.proto is not None:
+                p.proto.send(Choke())
+                p.upload_queue.clear()
+        for pid in decision.unchoke:
+            p = pid if isinstance(pid, Peer) else None
+            if p is not None and p.proto is not None:
+                p.proto.send(Unchoke())
+
+    # ------------------------------------------------------------------ downloading
+
+    def _block_received(self, peer: Peer, msg: PieceMsg) -> None:
+        n = len(msg.data)
+        now = time.monotonic()
+        peer.stats.bytes_read_data += n
+        peer.stats.chunks_read += 1
+        peer.down_rate.add(n, now)
+        peer.last_block_at = now
+        if self._state is not TorrentState.DOWNLOADING:
+            return
+        outcome = self.picker.on_block_received(peer, msg.index, msg.begin, n)
+        for other in outcome.cancel:
+            if isinstance(other, Peer) and other.proto is not None:
+                other.proto.send(
+                    self._cancel_msg(msg.index, msg.begin, n)  # type: ignore[arg-type]
+                )
+        if not outcome.useful:
+            peer.stats.chunks_read_wasted += 1
+            self._fill_requests(peer)
+            return
+        peer.stats.chunks_read_useful += 1
+        peer.stats.bytes_read_useful_data += n
+        p = msg.index
+        buf = self._bufs.get(p)
+        if buf is None:
+            buf = self._bufs[p] = bytearray(self.info.piece_size(p))
+            self._piece_changed(p)
+        buf[msg.begin : msg.begin + n] = msg.data
+        self._contributors.setdefault(p, {})[msg.begin] = peer
+        if outcome.piece_complete:
+            self.picker.mark_hashing(p)
+            self._piece_changed(p)
+            self._schedule(self._verify_and_write(p))
+        self._fill_requests(peer)
+
+    @staticmethod
+    def _cancel_msg(index: int, begin: int, length: int) -> object:
+        from .wire import Cancel
+
+        return Cancel(index, begin, length)
+
+    async def _verify_and_write(self, p: int) -> None:
+        buf = self._bufs.pop(p, None)
+        contributors = self._contributors.pop(p, {})
+        if buf is None:  # dropped meanwhile (pause / storage error)
+            if self.picker.is_hashing(p):
+                self.picker.on_piece_hashed(p, False)
+            return
+        async with self._hash_sem:
+            self._hashing.add(p)
+            self._piece_changed(p)
+            try:
+                ok = await asyncio.to_thread(self._hash_and_write, p, buf)
+            except StorageError as exc:
+                self._hashing.discard(p)
+                self.picker.on_piece_hashed(p, False)  # re-download later, blame nobody
+                self._storage_failed(exc)
+                return
+            finally:
+                self._hashing.discard(p)
+        if self._closed:
+            return
+        self.picker.on_piece_hashed(p, ok)
+        self._piece_changed(p)
+        if ok:
+            self._piece_verified(p, buf, contributors)
+        else:
+            self._piece_failed(p, buf, contributors)
+
+    def _hash_and_write(self, p: int, buf: bytearray) -> bool:
+        """Worker thread: verify then write; only good data reaches the disk."""
+        if self.info.pieces:
+            ok = hashlib.sha1(buf).digest() == self.info.piece_hash_v1(p)
+        else:
+            ok = self.metainfo.verify_piece_v2(p, buf)
+        if not ok:
+            return False
+        self.storage.write_block(p, 0, buf)
+        if self.completion is not None:
+            self.completion.mark(self.info_hash, p, True)
+        return True
+
+    def _piece_verified(self, p: int, buf: bytearray, contributors: dict[int, Peer]) -> None:
+        for peer in set(contributors.values()):
+            peer.stats.pieces_dirtied_good += 1
+        failed = self._failed_blocks.pop(p, None)
+        if failed:
+            # Blame exactly the peers whose earlier blocks differ from the good data.
+            for begin, (peer, digest) in failed.items():
+                good = hashlib.sha1(buf[begin : begin + 16384]).digest()
+                if digest != good and not peer.closed:
+                    self._ban(peer, f"sent corrupt data for piece {p}")
+                elif digest != good:
+                    self.client.ban(peer.address[0], f"sent corrupt data for piece {p}")
+        for peer in list(self.peers):
+            if peer.proto is not None:
+                peer.proto.send(Have(p))
+            self._update_interest(peer)
+        if self.picker.is_complete():
+            self._schedule(self._on_wanted_complete())
+
+    def _piece_failed(self, p: int, buf: bytearray, contributors: dict[int, Peer]) -> None:
+        peers = set(contributors.values())
+        self.client.bus.publish(
+            PieceHashFailed(self.info_hash, p, tuple(peer.address for peer in peers))
+        )
+        for peer in peers:
+            peer.stats.pieces_dirtied_bad += 1
+        if len(peers) == 1:
+            (peer,) = peers
+            peer.hash_failures += 1
+            if peer.hash_failures >= BAN_AFTER_FAILURES:
+                self._ban(peer, f"{peer.hash_failures} pieces failed their hash check")
+        else:
+            self._failed_blocks[p] = {
+                begin: (peer, hashlib.sha1(buf[begin : begin + 16384]).digest())
+                for begin, peer in contributors.items()
+            }
+        for peer in list(self.peers):
+            self._fill_requests(peer)
+
+    async def _on_wanted_complete(self) -> None:
+        if self._closed or self._state is TorrentState.ERROR:
+            return
+        try:
+            await asyncio.to_thread(self.storage.ensure_files, self._wanted_file_indices())
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
+        await self._flush_storage()
+        if self._state is TorrentState.DOWNLOADING:
+            self._set_state(TorrentState.SEEDING)
+        self._state_changed.set()
+        for peer in list(self.peers):
+            self._update_interest(peer)
+            if not self.client.config.seed:
+                peer.close("download complete, not seeding")
+            elif peer.is_seed:
+                peer.close("both complete")
+
+    def _wanted_file_indices(self) -> list[int]:
+        return [f.index for f in self.files if f.priority > PiecePriority.NONE]
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        if self._state is TorrentState.ERROR:
+            return
+        self.error = str(exc)
+        self._bufs.clear()
+        self._contributors.clear()
+        for peer in list(self.peers):
+            self.picker.release_peer(peer)
+            if peer.proto is not None and peer.proto.conn.am_interested:
+                peer.proto.send(NotInterested())
+        self._set_state(TorrentState.ERROR, self.error)
+        self.client.bus.publish(StorageFailed(self.info_hash, self.error))
+
+    # ------------------------------------------------------------------ uploading
+
+    def _serve_request(self, peer: Peer, req: Request) -> None:
+        proto = peer.proto
+        if proto is None or self.client.config.no_upload:
+            return
+        if not self.picker.have(req.index):
+            return  # the connection already rejected or dropped what it must
+        data = self._read_cache.get(req.index)
+        if data is not None:
+            self._read_cache.move_to_end(req.index)
+            self._send_block(peer, req, data)
+            return
+        waiting = self._pending_reads.get(req.index)
+        if waiting is not None:
+            waiting.append((peer, req))
+            return
+        self._pending_reads[req.index] = [(peer, req)]
+        self._schedule(self._read_piece(req.index))
+
+    async def _read_piece(self, p: int) -> None:
+        try:
+            data = await asyncio.to_thread(self.storage.read_piece, p)
+        except StorageError as exc:
+            self._pending_reads.pop(p, None)
+            if isinstance(exc, DataMissingError):
+                # Our data vanished from under us: recheck rather than serve garbage.
+                self._forget_piece(p)
+                return
+            self._storage_failed(exc)
+            return
+        self._read_cache[p] = data
+        self._read_cache_bytes += len(data)
+        while self._read_cache_bytes > READ_CACHE_BYTES and len(self._read_cache) > 1:
+            _, old = self._read_cache.popitem(last=False)
+            self._read_cache_bytes -= len(old)
+        for peer, req in self._pending_reads.pop(p, []):
+            if not peer.closed:
+                self._send_block(peer, req, data)
+
+    def _send_block(self, peer: Peer, req: Request, data: bytes) -> None:
+        proto = peer.proto
+        if proto is None or proto.closed:
+            return
+        if proto.write_paused or peer.upload_queue:
+            peer.upload_queue.append(req)
+            return
+        bucket = self.client.upload_bucket
+        if bucket.rate is not None:
+            delay = bucket.consume(req.length, time.monotonic())
+            if delay > 0:
+                peer.upload_queue.append(req)
+                asyncio.get_running_loop().call_later(delay, self._serve_queued, peer, True)
+                return
+        view = memoryview(data)[req.begin : req.begin + req.length]
+        if proto.send_piece(req.index, req.begin, view):
+            n = req.length
+            peer.stats.bytes_written_data += n
+            peer.stats.chunks_written += 1
+            peer.up_rate.add(n, time.monotonic())
+
+    def _serve_queued(self, peer: Peer, paid: bool = False) -> None:
+        """Send queued uploads once the socket drains or the rate limit allows."""
+        queue = peer.upload_queue
+        peer.upload_queue = []
+        first = True
+        for req in queue:
+            data = self._read_cache.get(req.index)
+            if data is None:
+                self._serve_request(peer, req)
+                continue
+            proto = peer.proto
+            if proto is None or proto.closed:
+                return
+            if paid and first:
+                first = False
+                view = memoryview(data)[req.begin : req.begin + req.length]
+                if proto.send_piece(req.index, req.begin, view):
+                    peer.stats.bytes_written_data += req.length
+                    peer.stats.chunks_written += 1
+                    peer.up_rate.add(req.length, time.monotonic())
+                continue
+            self._send_block(peer, req, data)
+
+    def _extended_message(self, peer: Peer, msg: ExtendedMessage) -> None:
+        # ut_metadata and ut_pex arrive with the magnet issue.
+        return
