@@ -11,6 +11,7 @@ Use it as an async context manager::
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import time
@@ -38,6 +39,20 @@ log = logging.getLogger(__name__)
 SNAPSHOT_INTERVAL = 0.5
 
 
+def _is_loopback(ip: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback
+    return addr.is_loopback
+
+
+def _endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 class _HandshakeRouter:
     """Owner of an incoming connection until it names a torrent we serve."""
 
@@ -53,6 +68,8 @@ class _HandshakeRouter:
             proto.close("handshake without a torrent")
 
     def peer_closed(self, proto: PeerProtocol, reason: str) -> None:
+        # No torrent, so no PeerDisconnected event: the log is the record.
+        log.debug("incoming %s:%d dropped before handshake: %s", *proto.address, reason)
         self.client.connection_closed()
 
     def peer_writable(self, proto: PeerProtocol) -> None:
@@ -72,6 +89,7 @@ class Client:
         self.listen_port = 0
         self._connections = 0
         self._banned: dict[str, str] = {}
+        self._banned_ids: dict[bytes, str] = {}  # loopback peers only, see ban()
         now = time.monotonic()
         self.download_bucket = TokenBucket(self.config.download_rate_limit, now=now)
         self.upload_bucket = TokenBucket(self.config.upload_rate_limit, now=now)
@@ -264,15 +282,45 @@ class Client:
         self.download_bucket.set_rate(download, now)
         self.upload_bucket.set_rate(upload, now)
 
-    def ban(self, ip: str, reason: str) -> None:
+    def ban(
+        self, ip: str, reason: str, *, port: int | None = None, peer_id: bytes | None = None
+    ) -> None:
+        """Refuse a peer from now on, remembering why.
+
+        A ban normally covers the whole IP address, as libtorrent's does: a
+        peer chooses its port and peer id and changes both on reconnect, its
+        address it cannot.  Loopback is the exception.  Every peer on this
+        machine (a local seeder, a test swarm, a hostile process next to an
+        honest one) shares 127.0.0.1 or ::1, so banning the address would
+        ban the honest peers with the bad one.  There the ban covers the
+        endpoint ``ip:port`` and, when known, the peer id, so the same peer
+        coming back from a fresh ephemeral port is refused at its handshake
+        too.  A loopback ban given neither port nor peer id (a user's
+        explicit request) still covers the whole address.
+        """
+        if _is_loopback(ip) and (port is not None or peer_id is not None):
+            if port is not None:
+                self._banned[_endpoint(ip, port)] = reason
+            if peer_id is not None:
+                self._banned_ids[peer_id] = reason
+            log.info("banned %s (peer id %r): %s", _endpoint(ip, port or 0), peer_id, reason)
+            return
         self._banned[ip] = reason
         log.info("banned %s: %s", ip, reason)
 
-    def is_banned(self, ip: str) -> bool:
-        return ip in self._banned
+    def is_banned(self, ip: str, port: int | None = None, peer_id: bytes | None = None) -> bool:
+        """Whether ``ip`` (or, on loopback, that endpoint or peer id) is banned; see :meth:`ban`."""
+        if ip in self._banned:
+            return True
+        if not _is_loopback(ip):
+            return False
+        if port is not None and _endpoint(ip, port) in self._banned:
+            return True
+        return peer_id is not None and peer_id in self._banned_ids
 
     @property
     def banned(self) -> dict[str, str]:
+        """Ban list: IP address (or ``ip:port`` on loopback) -> reason."""
         return dict(self._banned)
 
     def stats(self) -> ClientStats:

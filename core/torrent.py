@@ -221,7 +221,7 @@ class Torrent:
         """Add peer addresses to dial (e.g. from a tracker, PEX, or ``--peer``)."""
         for host, port in addresses:
             addr = (str(host), int(port))
-            if not 0 < addr[1] < 65536 or self.client.is_banned(addr[0]):
+            if not 0 < addr[1] < 65536 or self.client.is_banned(*addr):
                 continue
             if addr in self._half_open or any(p.address == addr for p in self.peers):
                 continue
@@ -572,7 +572,7 @@ class Torrent:
             if other.peer_id == peer.peer_id:
                 peer.close("duplicate peer id")
                 return
-        if self.client.is_banned(peer.address[0]):
+        if self.client.is_banned(*peer.address, peer_id=peer.peer_id):
             peer.close("banned")
             return
         peer.active = True
@@ -627,7 +627,8 @@ class Torrent:
         self._contributors.clear()
 
     def _ban(self, peer: Peer, reason: str) -> None:
-        self.client.ban(peer.address[0], reason)
+        host, port = peer.address
+        self.client.ban(host, reason, port=port, peer_id=peer.peer_id)
         peer.close(f"banned: {reason}")
 
     def _update_interest(self, peer: Peer) -> None:
@@ -815,10 +816,8 @@ class Torrent:
             # Blame exactly the peers whose earlier blocks differ from the good data.
             for begin, (peer, digest) in failed.items():
                 good = hashlib.sha1(buf[begin : begin + 16384]).digest()
-                if digest != good and not peer.closed:
+                if digest != good:
                     self._ban(peer, f"sent corrupt data for piece {p}")
-                elif digest != good:
-                    self.client.ban(peer.address[0], f"sent corrupt data for piece {p}")
         for peer in list(self.peers):
             if peer.proto is not None:
                 peer.proto.send(Have(p))
