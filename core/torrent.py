@@ -564,14 +564,33 @@ class Torrent:
         proto.accept(self.info)
         return True
 
+    def _keep_new_duplicate(self, new: Peer, old: Peer) -> bool:
+        """Two connections to one peer id: must ``new`` replace ``old``?
+
+        Both ends have to keep the same TCP connection. When two peers dial
+        each other at once, each sees an incoming and an outgoing connection,
+        handshaken in an order the other end cannot know; dropping "the
+        newer one" on both ends can then kill both.  So, as libtorrent does:
+        connections in the same direction keep the older one, and opposite
+        directions keep the one initiated by the lower peer id, which both
+        ends compute alike.
+        """
+        if new.incoming == old.incoming or new.peer_id is None:
+            return False
+        we_are_lower = self.client.peer_id < new.peer_id
+        return (not new.incoming) == we_are_lower
+
     def _peer_handshaken(self, peer: Peer) -> None:
         proto = peer.proto
         assert proto is not None
         self._half_open.pop(peer.address, None)
-        for other in self.peers:
+        for other in list(self.peers):
             if other.peer_id == peer.peer_id:
-                peer.close("duplicate peer id")
-                return
+                if not self._keep_new_duplicate(peer, other):
+                    peer.close("duplicate peer id")
+                    return
+                other.close("duplicate peer id: keeping its connection the other way")
+                break
         if self.client.is_banned(*peer.address, peer_id=peer.peer_id):
             peer.close("banned")
             return
