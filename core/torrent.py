@@ -642,6 +642,21 @@ class Torrent:
     def _disconnect_all(self, reason: str) -> None:
         for peer in list(self.peers) + list(self._half_open.values()):
             peer.close(reason)
+        self._drop_partial_pieces()
+
+    def _drop_partial_pieces(self) -> None:
+        """Discard the buffers of unfinished pieces, and the picker's record of their blocks.
+
+        Dropping only the buffers would leave the picker counting those blocks
+        as received: after a pause or a storage error the piece would later
+        complete with zeros in their place, fail its hash and get the peer
+        that sent the rest blamed (and banned).  Pieces already queued for
+        hashing are left to ``_verify_and_write``, which sees the buffer gone.
+        """
+        for p in self._bufs:
+            if not self.picker.is_hashing(p):
+                self.picker.on_piece_hashed(p, False)
+                self._piece_changed(p)
         self._bufs.clear()
         self._contributors.clear()
 
@@ -890,8 +905,7 @@ class Torrent:
         if self._state is TorrentState.ERROR:
             return
         self.error = str(exc)
-        self._bufs.clear()
-        self._contributors.clear()
+        self._drop_partial_pieces()
         for peer in list(self.peers):
             self.picker.release_peer(peer)
             if peer.proto is not None and peer.proto.conn.am_interested:
