@@ -22,6 +22,7 @@ from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bitarray import bitarray
+from bitarray.util import zeros
 
 from .choker import Choker, PeerView, is_snubbed
 from .errors import StorageError, TorrentError
@@ -70,6 +71,8 @@ READ_CACHE_BYTES = 32 << 20
 BAN_AFTER_FAILURES = 2
 #: How often the torrent's housekeeping runs (choking, interest, dialing).
 TICK_SECONDS = 1.0
+#: While downloading with few peers, known but unconnected peers are retried this often.
+REDIAL_INTERVAL = 30.0
 #: Piece state changes are batched onto the bus at most this often.
 PIECE_EVENT_INTERVAL = 0.25
 
@@ -109,6 +112,10 @@ class Torrent:
         self.peers: dict[Peer, None] = {}
         self._half_open: dict[Address, Peer] = {}
         self._peer_pool: OrderedDict[Address, PeerSource] = OrderedDict()
+        # Every dialable address we learned, so we can reconnect when we want
+        # data again (after a recheck, a priority change, or a dropped seed).
+        self._known_peers: dict[Address, PeerSource] = {}
+        self._last_redial = 0.0
         self._dial_tasks: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[object]] = set()
         self._bufs: dict[int, bytearray] = {}
@@ -223,6 +230,7 @@ class Torrent:
             addr = (str(host), int(port))
             if not 0 < addr[1] < 65536 or self.client.is_banned(*addr):
                 continue
+            self._known_peers.setdefault(addr, source)
             if addr in self._half_open or any(p.address == addr for p in self.peers):
                 continue
             self._peer_pool[addr] = source
@@ -246,10 +254,17 @@ class Torrent:
     async def verify_data(self) -> None:
         """Rehash every piece from disk, forgetting what was known."""
         self._set_state(TorrentState.CHECKING)
+        self._bufs.clear()
+        self._contributors.clear()
+        self._read_cache.clear()
+        self._read_cache_bytes = 0
+        self._rebuild_picker(zeros(self.num_pieces, "big"))
+        if self.completion is not None:
+            empty = self.picker.have_bitfield()
+            await asyncio.to_thread(self.completion.save_all, self.info_hash, self.layout, empty)
         for p in range(self.num_pieces):
-            if self.picker.have(p):
-                self.picker.on_piece_hashed(p, False) if self.picker.is_hashing(p) else None
-        await self._check_pieces(range(self.num_pieces), forget_unverified=True)
+            self._piece_changed(p)
+        await self._check_pieces(range(self.num_pieces), forget_unverified=False)
         self._set_state(self._active_state())
         self._maybe_dial()
 
@@ -322,6 +337,8 @@ class Torrent:
         old = self._state
         self._state = new
         self._state_changed.set()
+        if new is TorrentState.DOWNLOADING and old is not new:
+            self._redial_known()
         if old != new or error:
             self.client.bus.publish(TorrentStateChanged(self.info_hash, old, new, error))
 
@@ -338,8 +355,23 @@ class Torrent:
             except Exception:  # pragma: no cover - housekeeping must never die
                 log.exception("%s: tick failed", self.name)
 
+    def _redial_known(self) -> None:
+        """Queue known peers we are not connected to (used when we want data again)."""
+        self._last_redial = time.monotonic()
+        connected = {p.address for p in self.peers} | set(self._half_open)
+        for addr, source in self._known_peers.items():
+            if addr not in connected and not self.client.is_banned(addr[0]):
+                self._peer_pool.setdefault(addr, source)
+
     def _tick(self) -> None:
         now = time.monotonic()
+        if (
+            self._state is TorrentState.DOWNLOADING
+            and not self._peer_pool
+            and len(self.peers) < self.client.config.max_connections_per_torrent // 2
+            and now - self._last_redial >= REDIAL_INTERVAL
+        ):
+            self._redial_known()
         self._rechoke(now)
         for peer in list(self.peers):
             self._update_interest(peer)
@@ -468,7 +500,8 @@ class Torrent:
         picker = self.picker
         have = picker.have(p)
         return PieceState(
-            priority=picker.priority(p),
+            # As in anacrolix, a piece we have is wanted by nobody any more.
+            priority=PiecePriority.NONE if have else picker.priority(p),
             complete=have,
             partial=not have and (p in self._bufs),
             hashing=p in self._hashing,
@@ -895,7 +928,7 @@ class Torrent:
             self._update_interest(peer)
             if not self.client.config.seed:
                 peer.close("download complete, not seeding")
-            elif peer.is_seed:
+            elif peer.is_seed and self.picker.num_have == self.num_pieces:
                 peer.close("both complete")
 
     def _wanted_file_indices(self) -> list[int]:
