@@ -167,7 +167,7 @@ class Client:
             conn,
             _HandshakeRouter(self),
             outgoing=False,
-            download_bucket=self._bucket_or_none(self.download_bucket),
+            download_bucket=self.download_bucket,
         )
 
     def make_protocol(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> PeerProtocol:
@@ -176,16 +176,10 @@ class Client:
             conn,
             peer,
             outgoing=outgoing,
-            download_bucket=self._bucket_or_none(self.download_bucket),
+            download_bucket=self.download_bucket,
         )
         peer.torrent.attach(peer, proto)
         return proto
-
-    @staticmethod
-    def _bucket_or_none(bucket: TokenBucket) -> TokenBucket:
-        # Always pass the bucket: a limit set later at runtime must apply to
-        # existing connections too; an unlimited bucket never delays.
-        return bucket
 
     def may_open_connection(self) -> bool:
         return self._connections < self.config.max_connections
@@ -299,13 +293,14 @@ class Client:
         explicit request) still covers the whole address.
         """
         if _is_loopback(ip) and (port is not None or peer_id is not None):
+            # setdefault: the first reason is the one that caused the ban.
             if port is not None:
-                self._banned[_endpoint(ip, port)] = reason
+                self._banned.setdefault(_endpoint(ip, port), reason)
             if peer_id is not None:
-                self._banned_ids[peer_id] = reason
+                self._banned_ids.setdefault(peer_id, reason)
             log.info("banned %s (peer id %r): %s", _endpoint(ip, port or 0), peer_id, reason)
             return
-        self._banned[ip] = reason
+        self._banned.setdefault(ip, reason)
         log.info("banned %s: %s", ip, reason)
 
     def is_banned(self, ip: str, port: int | None = None, peer_id: bytes | None = None) -> bool:

@@ -46,6 +46,7 @@ from .storage import CompletionStore, DataMissingError, Layout, Storage
 from .types import InfoHash, PiecePriority
 from .wire import (
     Bitfield,
+    Cancel,
     Choke,
     ExtendedMessage,
     ExtensionHandshake,
@@ -806,9 +807,7 @@ class Torrent:
         outcome = self.picker.on_block_received(peer, msg.index, msg.begin, n)
         for other in outcome.cancel:
             if isinstance(other, Peer) and other.proto is not None:
-                other.proto.send(
-                    self._cancel_msg(msg.index, msg.begin, n)  # type: ignore[arg-type]
-                )
+                other.proto.send(Cancel(msg.index, msg.begin, n))
         if not outcome.useful:
             peer.stats.chunks_read_wasted += 1
             self._fill_requests(peer)
@@ -827,12 +826,6 @@ class Torrent:
             self._piece_changed(p)
             self._schedule(self._verify_and_write(p))
         self._fill_requests(peer)
-
-    @staticmethod
-    def _cancel_msg(index: int, begin: int, length: int) -> object:
-        from .wire import Cancel
-
-        return Cancel(index, begin, length)
 
     async def _verify_and_write(self, p: int) -> None:
         buf = self._bufs.pop(p, None)
