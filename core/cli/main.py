@@ -83,6 +83,71 @@ def _add_bencode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(handler="core.cli.bencode_cmd:run")
 
 
+def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "download",
+        help="download (and optionally seed) torrents",
+        description=(
+            "Download torrents from the given peers, showing progress on stderr. "
+            "Exits when every torrent is complete unless --seed; Ctrl-C stops "
+            "cleanly and a later run resumes where this one stopped."
+        ),
+    )
+    p.add_argument("torrent", nargs="+", help="path to a .torrent file")
+    p.add_argument(
+        "-o", "--output", default=".", metavar="DIR", help="download directory (default: .)"
+    )
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a peer to connect to (IPv6 as [ADDR]:PORT); repeat for more",
+    )
+    p.add_argument("--seed", action="store_true", help="keep seeding after completion")
+    p.add_argument("--no-upload", action="store_true", help="never upload piece data")
+    p.add_argument(
+        "--download-rate",
+        type=_parse_size,
+        default=None,
+        metavar="R",
+        help="download limit in bytes/s (suffixes K, M, G; 0: unlimited)",
+    )
+    p.add_argument(
+        "--upload-rate",
+        type=_parse_size,
+        default=None,
+        metavar="R",
+        help="upload limit in bytes/s (suffixes K, M, G; 0: unlimited)",
+    )
+    p.add_argument(
+        "--port", type=int, default=0, metavar="N", help="listen port (default: any free port)"
+    )
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="address to listen on; repeat for more (default: all IPv4 and IPv6)",
+    )
+    p.add_argument("--verify", action="store_true", help="rehash existing data before starting")
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="where piece completion is kept (default: $PYTORRENT_STATE_DIR or the user data dir)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="fail when no peer is connected for this long while incomplete (0: wait forever)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.set_defaults(handler="core.cli.download_cmd:run")
+
+
 def _parse_size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
@@ -108,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metainfo(sub)
     _add_create(sub)
     _add_bencode(sub)
+    _add_download(sub)
     return parser
 
 

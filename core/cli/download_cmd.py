@@ -1,0 +1,366 @@
+"""``torrent download TORRENT... [-o DIR] [--peer HOST:PORT]...``: fetch, maybe seed.
+
+A thin shell over :class:`~core.client.Client`.  Everything the engine can
+fail at reaches the user as one line and a non-zero exit: a torrent in the
+error state (full or read-only disk), no reachable peer, a bad file.
+
+Stopping is always clean: SIGINT and SIGTERM only set an event; the session
+then closes the client, which flushes the files and detaches the completion
+store, so the next run trusts every verified piece without rehashing it.  A
+SIGKILL loses at most the completion records not yet committed; the pieces
+themselves are on disk and the next start rehashes them instead of
+downloading them again.
+
+Peers come only from ``--peer`` for now (trackers and the DHT arrive later),
+so "nobody to download from" is an error after ``--connect-timeout`` rather
+than an endless wait.  Addresses from ``--peer`` are offered again while
+they are not connected, because the engine forgets an address once its
+connection ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from ..bus import Subscription
+from ..client import Client
+from ..config import ClientConfig, default_data_dir
+from ..errors import BencodeError, MetainfoError, TorrentError
+from ..events import PeerConnected, PeerDisconnected
+from ..metainfo import Metainfo
+from ..stats import TorrentState
+from ..torrent import Torrent
+from . import fmt
+from .inputs import read_input
+from .usage import UsageError
+
+#: Overrides the default state directory (piece-completion database).
+STATE_DIR_ENV = "PYTORRENT_STATE_DIR"
+#: Progress redraws per second on a terminal ...
+TTY_INTERVAL = 0.25
+#: ... and seconds between progress lines when stderr is a file or pipe.
+PLAIN_INTERVAL = 5.0
+#: How often the session looks at the torrents (also bounds signal latency).
+POLL_INTERVAL = 0.1
+#: Offer ``--peer`` addresses again this often while they are not connected.
+REDIAL_INTERVAL = 3.0
+#: Exit statuses for the signals we stop on (128 + signal number, as shells do).
+EXIT_SIGINT = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+Address = tuple[str, int]
+
+
+def parse_peer(text: str) -> Address:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` -> ``(host, port)``; raises :class:`UsageError`."""
+    t = text.strip()
+    if t.startswith("["):
+        host, sep, rest = t[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise UsageError(f"--peer {text!r}: expected [IPV6]:PORT")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise UsageError(f"--peer {text!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = t.rpartition(":")
+        if not sep or not host:
+            raise UsageError(f"--peer {text!r}: expected HOST:PORT")
+        if ":" in host:
+            raise UsageError(f"--peer {text!r}: write IPv6 addresses as [ADDR]:PORT")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"--peer {text!r}: port must be 1-65535")
+    return host, int(port_text)
+
+
+def _rate(value: int | None) -> int | None:
+    """``--*-rate``: 0 or absent means unlimited (the config's ``None``)."""
+    return value or None
+
+
+def load_torrent(path: str) -> Metainfo:
+    """Read and parse a .torrent, naming the file in any error."""
+    try:
+        return Metainfo.from_bytes(read_input(path))
+    except (MetainfoError, BencodeError) as exc:
+        raise TorrentError(f"{path}: not a valid torrent: {exc}") from None
+
+
+def build_config(args: argparse.Namespace, out: Path) -> ClientConfig:
+    state = args.state_dir or os.environ.get(STATE_DIR_ENV) or default_data_dir()
+    values: dict[str, object] = {
+        "data_dir": Path(state),
+        "download_dir": out,
+        "listen_port": args.port,
+        "seed": args.seed,
+        "no_upload": args.no_upload,
+        "download_rate_limit": _rate(args.download_rate),
+        "upload_rate_limit": _rate(args.upload_rate),
+    }
+    if args.listen:
+        values["listen_addresses"] = tuple(args.listen)
+    return ClientConfig(**values)  # type: ignore[arg-type]
+
+
+def run(args: argparse.Namespace) -> int:
+    peers = [parse_peer(p) for p in args.peer]
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0-65535, got {args.port}")
+    if args.connect_timeout < 0:
+        raise UsageError("--connect-timeout must not be negative")
+    metainfos: dict[bytes, Metainfo] = {}
+    for path in args.torrent:
+        mi = load_torrent(path)
+        metainfos.setdefault(mi.info_hash.wire, mi)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    config = build_config(args, out)
+    session = Session(
+        config,
+        list(metainfos.values()),
+        peers,
+        seed=args.seed,
+        verify=args.verify,
+        connect_timeout=args.connect_timeout,
+        progress=None if args.quiet else Progress(sys.stderr),
+    )
+    return asyncio.run(session.run())
+
+
+# --------------------------------------------------------------------- progress
+
+
+class Progress:
+    """The live status line: redrawn in place on a terminal, a line now and then otherwise."""
+
+    def __init__(self, stream: TextIO, *, tty: bool | None = None) -> None:
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.interval = TTY_INTERVAL if self.tty else PLAIN_INTERVAL
+        self.last = float("-inf")
+        self.width = 0
+
+    def due(self, now: float) -> bool:
+        return now - self.last >= self.interval
+
+    def show(self, line: str, now: float) -> None:
+        self.last = now
+        if self.tty:
+            pad = " " * max(0, self.width - len(line))
+            self.width = len(line)
+            print(f"\r{line}{pad}", end="", file=self.stream, flush=True)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def end(self) -> None:
+        """Leave the cursor on a fresh line so whatever follows is not drawn over."""
+        if self.tty and self.width:
+            print(file=self.stream, flush=True)
+        self.width = 0
+
+
+def status_line(torrents: list[Torrent], client: Client, *, seeding: bool = True) -> str:
+    """Percent, bytes, rates, ETA and peers over all torrents."""
+    done = sum(t.bytes_completed() for t in torrents)
+    total = sum(t.length for t in torrents)
+    down = up = 0.0
+    peers = 0
+    for t in torrents:
+        d, u = t.rates()
+        down += d
+        up += u
+        peers += len(t.peers)
+    remaining = sum(t.picker.wanted_remaining_bytes() for t in torrents)
+    frac = done / total if total else 1.0
+    if all(t.state is TorrentState.SEEDING for t in torrents):
+        uploaded = client.stats().bytes_written_data
+        what = "seeding" if seeding else "complete"
+        tail = f"up {fmt.rate(up)}  uploaded {fmt.size(uploaded)}"
+    else:
+        what = "checking" if any(t.state is TorrentState.CHECKING for t in torrents) else ""
+        eta = remaining / down if down > 0 else None
+        tail = f"down {fmt.rate(down)}  up {fmt.rate(up)}  ETA {fmt.duration(eta)}"
+        what = what or "downloading"
+    name = torrents[0].name if len(torrents) == 1 else f"{len(torrents)} torrents"
+    return (
+        f"{name}: {what} [{fmt.bar(frac, 20)}] {frac * 100:5.1f}% "
+        f"{fmt.size(done)}/{fmt.size(total)}  {tail}  peers {peers}"
+    )
+
+
+# --------------------------------------------------------------------- session
+
+
+@dataclass
+class _PeerWatch:
+    """What we know about reachability: when a peer was last connected, why dials failed."""
+
+    connected_since_start: bool = False
+    last_connected: float = field(default_factory=time.monotonic)
+    reasons: dict[Address, str] = field(default_factory=dict)
+
+
+class Session:
+    """One run of ``torrent download``: add the torrents, watch them, stop cleanly."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        metainfos: list[Metainfo],
+        peers: list[Address],
+        *,
+        seed: bool = False,
+        verify: bool = False,
+        connect_timeout: float = 30.0,
+        progress: Progress | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.config = config
+        self.metainfos = metainfos
+        self.peers = peers
+        self.seed = seed
+        self.verify = verify
+        self.connect_timeout = connect_timeout
+        self.progress = progress
+        self.stream = stream or sys.stderr
+        self.stop = asyncio.Event()
+        self.signal: int | None = None
+        self.watch = _PeerWatch()
+
+    def _on_signal(self, signum: int) -> None:
+        if self.signal is None:
+            self.signal = signum
+        self.stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        handled = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, self._on_signal, signum)
+                handled.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                pass
+        try:
+            async with Client(self.config) as client:
+                return await self._run(client)
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+            if self.progress is not None:
+                self.progress.end()
+
+    async def _run(self, client: Client) -> int:
+        sub = client.bus.subscribe(kinds=(PeerConnected, PeerDisconnected))
+        started = time.monotonic()
+        torrents: list[Torrent] = []
+        for mi in self.metainfos:
+            t = await client.add_metainfo(mi, verify=self.verify, peers=self.peers)
+            torrents.append(t)
+            if self.stop.is_set():
+                break
+        before = client.stats().bytes_read_useful_data
+        last_offer = time.monotonic()
+        self.watch.last_connected = time.monotonic()
+        if not self.peers and not self.seed and not self._complete(torrents):
+            raise TorrentError(
+                "no peers to download from: give --peer HOST:PORT "
+                "(trackers and the DHT are not supported yet)"
+            )
+        while not self.stop.is_set():
+            now = time.monotonic()
+            self._drain(sub, now)
+            for t in torrents:
+                if t.state is TorrentState.ERROR:
+                    raise TorrentError(f"{t.name}: {_plain_error(t.error)}")
+            complete = self._complete(torrents)
+            if complete and not self.seed:
+                break
+            if not complete:
+                self._check_reachable(torrents, now)
+                if now - last_offer >= REDIAL_INTERVAL:
+                    last_offer = now
+                    for t in torrents:
+                        t.add_peers(self.peers)
+            if self.progress is not None and self.progress.due(now):
+                self.progress.show(status_line(torrents, client, seeding=self.seed), now)
+            try:
+                async with asyncio.timeout(POLL_INTERVAL):
+                    await self.stop.wait()
+            except TimeoutError:
+                pass
+        if self.progress is not None:
+            if self.progress.tty or self.signal is None:
+                self.progress.show(
+                    status_line(torrents, client, seeding=self.seed), time.monotonic()
+                )
+            self.progress.end()
+        got = client.stats().bytes_read_useful_data - before
+        elapsed = time.monotonic() - started
+        if self.signal is not None:
+            done = sum(t.picker.num_have for t in torrents)
+            pieces = sum(t.num_pieces for t in torrents)
+            word = "interrupted" if self.signal == signal.SIGINT else "terminated"
+            print(
+                f"torrent: {word}: {done}/{pieces} pieces verified and saved, "
+                f"{got} bytes downloaded this run",
+                file=self.stream,
+            )
+            return EXIT_SIGINT if self.signal == signal.SIGINT else EXIT_SIGTERM
+        for t in torrents:
+            print(
+                f"{t.name}: complete, {fmt.size(t.length)} in {t.layout.root}; "
+                f"{got} bytes downloaded in {elapsed:.1f}s",
+                file=self.stream,
+            )
+        return 0
+
+    @staticmethod
+    def _complete(torrents: list[Torrent]) -> bool:
+        return all(t.state is TorrentState.SEEDING for t in torrents)
+
+    def _drain(self, sub: Subscription, now: float) -> None:
+        while (event := sub.get_nowait()) is not None:
+            if isinstance(event, PeerConnected):
+                self.watch.connected_since_start = True
+                self.watch.reasons.pop(event.address, None)
+            elif isinstance(event, PeerDisconnected):
+                self.watch.reasons[event.address] = event.reason
+
+    def _check_reachable(self, torrents: list[Torrent], now: float) -> None:
+        """Fail when no peer has been connected for ``connect_timeout`` seconds."""
+        if any(t.peers for t in torrents) or any(
+            t.state is TorrentState.CHECKING for t in torrents
+        ):
+            self.watch.last_connected = now
+            return
+        if not self.connect_timeout or now - self.watch.last_connected < self.connect_timeout:
+            return
+        why = "; ".join(
+            f"{_show(addr)}: {reason}" for addr, reason in sorted(self.watch.reasons.items())
+        )
+        lost = "all peers lost and none" if self.watch.connected_since_start else "no peer"
+        raise TorrentError(
+            f"{lost} reachable for {self.connect_timeout:g}s" + (f" ({why})" if why else "")
+        )
+
+
+def _plain_error(error: str | None) -> str:
+    """``"[Errno 28] write failed: ..."`` -> ``"write failed: ..."`` (users read the text)."""
+    return re.sub(r"^\[Errno -?\d+\] ", "", error or "unknown error")
+
+
+def _show(addr: Address) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
