@@ -1,9 +1,14 @@
 """pytorrent core: a BitTorrent engine usable as a library.
 
-``core`` never imports ``textual`` or ``rich``; the UI depends on the engine,
-never the other way round.
+The public API mirrors anacrolix/torrent: a :class:`Client` configured by
+:class:`ClientConfig` owns :class:`Torrent` objects, whose :class:`File` and
+:class:`Piece` handles carry :class:`PiecePriority` values.  ``core`` never
+imports ``textual`` or ``rich``; the UI depends on the engine, never the
+other way round.
 """
 
+from .client import Client
+from .config import ClientConfig
 from .errors import (
     BencodeError,
     ConfigError,
@@ -15,15 +20,37 @@ from .errors import (
     TorrentError,
     TrackerError,
 )
+from .files import File, Piece
+from .magnet import Magnet, parse_magnet
+from .metainfo import Metainfo
+from .piecestate import PieceState, PieceStateRun
+from .stats import ClientStats, ConnStats, TorrentState, TorrentStats
+from .torrent import Torrent
+from .types import InfoHash, PiecePriority
 
 __all__ = [
     "BencodeError",
+    "Client",
+    "ClientConfig",
+    "ClientStats",
     "ConfigError",
+    "ConnStats",
+    "File",
+    "InfoHash",
     "LocalProtocolError",
+    "Magnet",
     "MagnetError",
+    "Metainfo",
     "MetainfoError",
+    "Piece",
+    "PiecePriority",
+    "PieceState",
+    "PieceStateRun",
     "RemoteProtocolError",
     "StorageError",
+    "Torrent",
     "TorrentError",
+    "TorrentState",
+    "TorrentStats",
     "TrackerError",
 ]
