@@ -62,7 +62,9 @@ class _HandshakeRouter:
     def peer_event(self, proto: PeerProtocol, event: Event) -> None:
         if isinstance(event, RemoteInfoHash):
             torrent = self.client._torrents_by_wire.get(event.info_hash)
-            if torrent is None or not torrent.accept_incoming(proto):
+            if self.client._connections > self.client.config.max_connections:
+                proto.close("too many connections")
+            elif torrent is None or not torrent.accept_incoming(proto):
                 proto.close("unknown or unavailable info-hash")
         elif isinstance(event, HandshakeReceived):  # pragma: no cover - accept() hands over
             proto.close("handshake without a torrent")
@@ -182,7 +184,11 @@ class Client:
         return proto
 
     def may_open_connection(self) -> bool:
-        return self._connections < self.config.max_connections
+        """Room for one more outgoing attempt under the global connection limits?"""
+        if self._connections >= self.config.max_connections:
+            return False
+        half_open = sum(len(t._half_open) for t in self.torrents.values())
+        return half_open < self.config.max_half_open
 
     def connection_closed(self) -> None:
         self._connections = max(0, self._connections - 1)
