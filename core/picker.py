@@ -525,6 +525,12 @@ class Picker:
         budget: int,
         out: list[Request],
     ) -> None:
+        if not self._dup and len(reqs) == len(self._owner):
+            # Every request in flight is already this peer's (one peer left,
+            # the usual tail of a download): nothing to duplicate.  Without
+            # this check each call scans every outstanding chunk, once per
+            # received block, quadratic in the pipeline depth.
+            return
         allowed = None if fast is None else set(fast)
         pieces = [p for p in self._saturated if peer_has[p] and (allowed is None or p in allowed)]
         prio, rank = self._prio, self._order.rank
