@@ -283,7 +283,11 @@ class Torrent:
         """Find out what is on disk, then start downloading or seeding."""
         self._set_state(TorrentState.CHECKING)
         known = None
-        if self.completion is not None and not verify:
+        if self.completion is not None and verify:
+            # Forget the old record, but register the torrent: marks need it.
+            empty = zeros(self.num_pieces, "big")
+            await asyncio.to_thread(self.completion.save_all, self.info_hash, self.layout, empty)
+        elif self.completion is not None:
             known = await asyncio.to_thread(self.completion.load, self.info_hash, self.layout)
         to_check: list[int] = []
         if known is not None:
