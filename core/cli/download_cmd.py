@@ -273,7 +273,8 @@ class Session:
         before = client.stats().bytes_read_useful_data
         last_offer = time.monotonic()
         self.watch.last_connected = time.monotonic()
-        if not self.peers and not self.seed and not self._complete(torrents):
+        nothing_to_do = not self.peers and not self.seed and not self.stop.is_set()
+        if nothing_to_do and not self._complete(torrents):
             raise TorrentError(
                 "no peers to download from: give --peer HOST:PORT "
                 "(trackers and the DHT are not supported yet)"
@@ -320,7 +321,7 @@ class Session:
             return EXIT_SIGINT if self.signal == signal.SIGINT else EXIT_SIGTERM
         for t in torrents:
             print(
-                f"{t.name}: complete, {fmt.size(t.length)} in {t.layout.root}; "
+                f"{t.name}: complete, {fmt.size(t.length)} in {self.config.download_dir / t.name}; "
                 f"{got} bytes downloaded in {elapsed:.1f}s",
                 file=self.stream,
             )
