@@ -309,6 +309,18 @@ class Client:
         self._banned.setdefault(ip, reason)
         log.info("banned %s: %s", ip, reason)
 
+    def blame_key(self, ip: str, peer_id: bytes | None) -> str:
+        """Whom a fault counts against across reconnects (hash failures before a ban).
+
+        A connection is not a peer: one that sends a bad piece, hangs up and
+        comes back must not start from a clean slate.  As with :meth:`ban`,
+        the key is the IP address, except on loopback, shared by every local
+        peer, where it is the address and peer id.
+        """
+        if peer_id is not None and _is_loopback(ip):
+            return f"{ip} {peer_id.hex()}"
+        return ip
+
     def is_banned(self, ip: str, port: int | None = None, peer_id: bytes | None = None) -> bool:
         """Whether ``ip`` (or, on loopback, that endpoint or peer id) is banned; see :meth:`ban`."""
         if ip in self._banned:

@@ -122,6 +122,7 @@ class Torrent:
         self._bufs: dict[int, bytearray] = {}
         self._contributors: dict[int, dict[int, Peer]] = {}
         self._failed_blocks: dict[int, dict[int, tuple[Peer, bytes]]] = {}
+        self._hash_failures: dict[str, int] = {}  # Client.blame_key -> pieces failed alone
         self._hashing: set[int] = set()
         self._hash_sem = asyncio.Semaphore(max(1, cfg.piece_hashers_per_torrent))
         self._read_cache: OrderedDict[int, bytes] = OrderedDict()
@@ -899,8 +900,11 @@ class Torrent:
         if len(peers) == 1:
             (peer,) = peers
             peer.hash_failures += 1
-            if peer.hash_failures >= BAN_AFTER_FAILURES:
-                self._ban(peer, f"{peer.hash_failures} pieces failed their hash check")
+            # Counted per peer, not per connection: reconnecting must not reset it.
+            key = self.client.blame_key(peer.address[0], peer.peer_id)
+            failures = self._hash_failures[key] = self._hash_failures.get(key, 0) + 1
+            if failures >= BAN_AFTER_FAILURES:
+                self._ban(peer, f"{failures} pieces failed their hash check")
         else:
             self._failed_blocks[p] = {
                 begin: (peer, hashlib.sha1(buf[begin : begin + 16384]).digest())
