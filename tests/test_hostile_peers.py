@@ -51,6 +51,7 @@ from core.wire.messages import (
     Bitfield,
     Extended,
     Have,
+    HaveAll,
     Interested,
     KeepAlive,
     Message,
@@ -609,3 +610,51 @@ async def test_io_error_never_bans_and_resume_retries(tmp_path: Path) -> None:
         got = b"".join(storage.read_piece(p) for p in range(NUM_PIECES))
         assert got == sw.payload
         assert sw.leecher.banned == {}
+
+
+async def _serve_one_corrupt_piece(sw: Swarm, peer_id: bytes) -> tuple[str, int] | None:
+    """Connect as a seeder, answer the first requested piece with junk, hang up.
+
+    Returns our address, or None if the client refused us at the handshake.
+    """
+    raw = await RawPeer.connect(sw.leecher.listen_port)
+    try:
+        await raw.send_handshake(sw.info_hash, peer_id)
+        await raw.read_handshake()
+        await raw.send(HaveAll(), Unchoke())
+        piece = None
+        served = 0
+        async with asyncio.timeout(10):
+            while True:
+                msg = await raw.read_message()
+                if msg is None:
+                    return None
+                if not isinstance(msg, Request) or piece not in (None, msg.index):
+                    continue
+                piece = msg.index
+                await raw.send(Piece(msg.index, msg.begin, bytes(msg.length)))
+                served += msg.length
+                if served == min(PIECE, SIZE - piece * PIECE):
+                    return raw.local_address
+    finally:
+        await raw.close()
+
+
+async def test_corrupt_peer_reconnecting_is_still_banned(tmp_path: Path) -> None:
+    """Hash failures count against the peer, not one connection of it."""
+    liar_id = make_peer_id(b"reconnecting liar")
+    async with swarm(tmp_path) as sw:
+        addresses = []
+        for _ in range(2):
+            address = await _serve_one_corrupt_piece(sw, liar_id)
+            assert address is not None
+            addresses.append(address)
+            failed = await sw.wait_event(
+                lambda e, a=address: isinstance(e, PieceHashFailed) and e.peers == (a,)
+            )
+            assert isinstance(failed, PieceHashFailed)
+        assert sw.leecher.banned == {
+            f"127.0.0.1:{addresses[1][1]}": "2 pieces failed their hash check"
+        }
+        assert await _serve_one_corrupt_piece(sw, liar_id) is None
+        await sw.complete()
