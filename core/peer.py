@@ -142,6 +142,12 @@ class Peer:
             self.closed = True
             self.torrent._peer_closed(self, reason)
 
+    def sync_io_counters(self) -> None:
+        """Copy the transport's byte counters (protocol overhead included) into stats."""
+        if self.proto is not None:
+            self.stats.bytes_read = self.proto.bytes_read
+            self.stats.bytes_written = self.proto.bytes_written
+
     def pipeline_target(self, now: float) -> int:
         """Requests to keep in flight: about a second of data at the measured rate."""
         by_rate = int(self.down_rate.rate(now) * PIPELINE_SECONDS / CHUNK_SIZE)
