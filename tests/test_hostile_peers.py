@@ -236,9 +236,10 @@ def test_loopback_ban_covers_endpoint_and_peer_id(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- corrupt data
 
 
-async def test_corrupt_sole_contributor_banned_after_two_pieces(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "bep3"])
+async def test_corrupt_sole_contributor_banned_after_two_pieces(tmp_path: Path, fast: bool) -> None:
     async with swarm(tmp_path) as sw:
-        liar = CorruptingSeeder(sw.info_hash, sw.payload, PIECE)
+        liar = CorruptingSeeder(sw.info_hash, sw.payload, PIECE, fast=fast)
         async with RawListener(liar) as listener:
             liar_address = (LOCAL, listener.port)
             sw.torrent.add_peers([liar_address])
@@ -265,9 +266,12 @@ async def test_corrupt_sole_contributor_banned_after_two_pieces(tmp_path: Path) 
             assert not listener.errors
 
 
-async def test_corrupt_block_among_contributors_blames_only_the_liar(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hang_up", [False, True], ids=["stays", "hangs-up"])
+async def test_corrupt_block_among_contributors_blames_only_the_liar(
+    tmp_path: Path, hang_up: bool
+) -> None:
     async with swarm(tmp_path) as sw:
-        liar = OneBadBlockSeeder(sw.info_hash, sw.payload, PIECE)
+        liar = OneBadBlockSeeder(sw.info_hash, sw.payload, PIECE, hang_up=hang_up)
         async with RawListener(liar) as listener:
             liar_address = (LOCAL, listener.port)
             sw.torrent.add_peers([liar_address])
@@ -285,7 +289,10 @@ async def test_corrupt_block_among_contributors_blames_only_the_liar(tmp_path: P
             # Nobody is blamed until the piece verifies and the blocks can be compared.
             await sw.complete()
             reason = await sw.disconnect_reason(liar_address)
-            assert reason == f"banned: sent corrupt data for piece {bad_piece}"
+            if hang_up:  # gone before the blame, banned all the same
+                assert reason == "peer closed the connection"
+            else:
+                assert reason == f"banned: sent corrupt data for piece {bad_piece}"
             assert sw.leecher.banned == {
                 f"127.0.0.1:{listener.port}": f"sent corrupt data for piece {bad_piece}"
             }
@@ -640,6 +647,10 @@ async def _serve_one_corrupt_piece(sw: Swarm, peer_id: bytes) -> tuple[str, int]
         await raw.close()
 
 
+def _failed_by(address: tuple[str, int]) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, PieceHashFailed) and e.peers == (address,)
+
+
 async def test_corrupt_peer_reconnecting_is_still_banned(tmp_path: Path) -> None:
     """Hash failures count against the peer, not one connection of it."""
     liar_id = make_peer_id(b"reconnecting liar")
@@ -649,12 +660,45 @@ async def test_corrupt_peer_reconnecting_is_still_banned(tmp_path: Path) -> None
             address = await _serve_one_corrupt_piece(sw, liar_id)
             assert address is not None
             addresses.append(address)
-            failed = await sw.wait_event(
-                lambda e, a=address: isinstance(e, PieceHashFailed) and e.peers == (a,)
-            )
+            failed = await sw.wait_event(_failed_by(address))
             assert isinstance(failed, PieceHashFailed)
         assert sw.leecher.banned == {
             f"127.0.0.1:{addresses[1][1]}": "2 pieces failed their hash check"
         }
         assert await _serve_one_corrupt_piece(sw, liar_id) is None
+        await sw.complete()
+
+
+async def test_dialled_peer_that_never_handshakes_times_out(tmp_path: Path) -> None:
+    async def mute(peer: RawPeer) -> None:
+        await peer.wait_dropped(30)
+
+    async with swarm(tmp_path, handshake_timeout=0.5) as sw, RawListener(mute) as listener:
+        address = (LOCAL, listener.port)
+        sw.torrent.add_peers([address])
+        assert await sw.disconnect_reason(address) == "handshake timed out"
+        assert sw.torrent.stats().half_open_peers == 0
+        assert listener.connections == 1
+        await sw.complete()
+        assert sw.leecher.banned == {}
+
+
+async def test_rejected_connections_release_their_slots(tmp_path: Path) -> None:
+    """Forty bad connections in a row: every one is closed and its slot given back."""
+    async with swarm(tmp_path, max_connections=8, max_connections_per_torrent=8) as sw:
+        for i in range(40):
+            raw = await RawPeer.connect(sw.leecher.listen_port)
+            try:
+                if i % 2:
+                    await raw.send_raw(b"garbage" * 10)
+                else:
+                    await raw.send_handshake(sw.info_hash, make_peer_id(b"%d" % i))
+                    await raw.read_handshake()
+                    await raw.send(Have(NUM_PIECES + i))
+                assert await raw.wait_dropped(5)
+            finally:
+                await raw.close()
+        await asyncio.sleep(0.1)
+        assert not sw.torrent.peers
+        assert sw.leecher.may_open_connection()
         await sw.complete()

@@ -265,11 +265,13 @@ class OneBadBlockSeeder(RawSeeder):
 
     The rest of that piece must then come from another peer, so the failed
     piece has several contributors and the engine must compare block hashes
-    to find the liar.  ``bad`` is the request it answered.
+    to find the liar.  ``bad`` is the request it answered.  With
+    ``hang_up`` it disconnects instead of staying, choked and silent.
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, hang_up: bool = False, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.hang_up = hang_up
         self.bad: Request | None = None
         self.answered = asyncio.Event()
 
@@ -279,6 +281,8 @@ class OneBadBlockSeeder(RawSeeder):
             corrupt = bytes(b ^ 0x5A for b in super().block(req))
             await peer.send(Piece(req.index, req.begin, corrupt), Choke())
             self.answered.set()
+            if self.hang_up:
+                await peer.close()
         else:
             await peer.send(Reject(req.index, req.begin, req.length))
 
