@@ -52,6 +52,9 @@ DEFAULT_REMOTE_REQQ = 128
 MIN_PIPELINE = 16
 #: Seconds of transfer at the measured rate that the pipeline should cover.
 PIPELINE_SECONDS = 1.0
+#: How long a computed pipeline target is reused: it is asked for on every
+#: received block, and the rate behind it moves slowly.
+PIPELINE_REFRESH = 0.1
 
 
 def client_name_from_peer_id(peer_id: bytes | None) -> str:
@@ -99,6 +102,8 @@ class Peer:
         self.peer_id: bytes | None = None
         self.client = ""
         self.remote_reqq = DEFAULT_REMOTE_REQQ
+        self._pipeline = MIN_PIPELINE
+        self._pipeline_until = -1.0
         self.has: bitarray | None = None
         self.is_seed = False
         self.active = False  # handshake done, counted in the torrent's peers
@@ -150,8 +155,12 @@ class Peer:
 
     def pipeline_target(self, now: float) -> int:
         """Requests to keep in flight: about a second of data at the measured rate."""
+        if now < self._pipeline_until:
+            return self._pipeline
         by_rate = int(self.down_rate.rate(now) * PIPELINE_SECONDS / CHUNK_SIZE)
-        return max(MIN_PIPELINE, min(self.remote_reqq, by_rate + MIN_PIPELINE))
+        self._pipeline = max(MIN_PIPELINE, min(self.remote_reqq, by_rate + MIN_PIPELINE))
+        self._pipeline_until = now + PIPELINE_REFRESH
+        return self._pipeline
 
     # --- handlers -----------------------------------------------------------
 
@@ -165,6 +174,7 @@ class Peer:
             self.client = ev.v[:64]
         if ev.reqq:
             self.remote_reqq = max(1, min(ev.reqq, 2000))
+            self._pipeline_until = -1.0
 
     def _on_bitfield(self, ev: Bitfield) -> None:
         self.has = ev.bits

@@ -740,9 +740,9 @@ class Torrent:
         choked = conn.peer_choking
         if choked and not conn.allowed_fast_in:
             return
-        now = time.monotonic()
-        want = peer.pipeline_target(now) - self.picker.outstanding_count(peer)
-        if want < max(1, peer.pipeline_target(now) // 8):
+        target = peer.pipeline_target(time.monotonic())
+        want = target - self.picker.outstanding_count(peer)
+        if want < max(1, target // 8):
             return
         reqs = self.picker.pick(
             peer,
