@@ -48,7 +48,13 @@ def usage_now() -> dict[str, float]:
         for line in f:
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) * 1024
-    return {"cpu": ru.ru_utime + ru.ru_stime, "user": ru.ru_utime, "sys": ru.ru_stime, "rss": hwm}
+    return {
+        "cpu": ru.ru_utime + ru.ru_stime,
+        "user": ru.ru_utime,
+        "sys": ru.ru_stime,
+        "loop_cpu": time.thread_time(),  # called on the event loop's thread
+        "rss": hwm,
+    }
 
 
 def make_config(state: Path, downloads: Path, overrides: dict[str, Any]) -> ClientConfig:

@@ -312,9 +312,17 @@ def run_ours(ctx: Bench, seeder_port: int) -> Row:
     row.wire_seconds = watch.seconds()
     row.cpu = ru.ru_utime + ru.ru_stime
     row.rss = ru.ru_maxrss * 1024
-    row.extra = {"to_exit_s": t_exit - t0, **events["closed"].get("stats", {})}
+    done = events["complete"]
+    row.extra = {
+        "to_exit_s": t_exit - t0,
+        "loop_cpu_s_per_gib": done["loop_cpu"] * GIB / ctx.size,
+        "threads_cpu_s_per_gib": (done["cpu"] - done["loop_cpu"]) * GIB / ctx.size,
+        **events["closed"].get("stats", {}),
+    }
     row.note = check_download(out / ctx.payload.name, ctx.payload) or (
-        f"spawn->exit {ctx.size / (t_exit - t0) / 1e6:.0f} MB/s"
+        f"spawn->exit {ctx.size / (t_exit - t0) / 1e6:.0f} MB/s;"
+        f" CPU s/GiB loop {row.extra['loop_cpu_s_per_gib']:.2f},"
+        f" threads {row.extra['threads_cpu_s_per_gib']:.2f}"
     )
     shutil.rmtree(out, ignore_errors=True)
     return row
