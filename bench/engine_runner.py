@@ -53,6 +53,9 @@ def usage_now() -> dict[str, float]:
         "user": ru.ru_utime,
         "sys": ru.ru_stime,
         "loop_cpu": time.thread_time(),  # called on the event loop's thread
+        "minflt": ru.ru_minflt,
+        "vcsw": ru.ru_nvcsw,
+        "ivcsw": ru.ru_nivcsw,
         "rss": hwm,
     }
 
