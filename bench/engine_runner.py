@@ -74,19 +74,37 @@ def make_config(state: Path, downloads: Path, overrides: dict[str, Any]) -> Clie
     return ClientConfig(**values)
 
 
+READS = [0, 0]  # socket reads, bytes (counted when BENCH_COUNT_READS is set)
+
+
+def count_reads() -> None:
+    from core.net.peer_io import PeerProtocol
+
+    orig = PeerProtocol.buffer_updated
+
+    def counted(self: PeerProtocol, nbytes: int) -> None:
+        READS[0] += 1
+        READS[1] += nbytes
+        orig(self, nbytes)
+
+    PeerProtocol.buffer_updated = counted  # type: ignore[method-assign]
+
+
 async def download(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
     mi = Metainfo.from_bytes(Path(args.torrent).read_bytes())
     host, _, port = args.peer.rpartition(":")
     out = Path(args.dir)
     async with Client(make_config(Path(args.state), out, overrides)) as client:
         t = await client.add_metainfo(mi, download_dir=out, peers=[(host, int(port))])
-        emit("added")
+        emit("added", **usage_now())
         await t.wait_complete()
         emit("complete", **usage_now())
         s = t.stats()
         stats = {
             "bytes_read_data": s.bytes_read_data,
             "chunks_read_wasted": s.chunks_read_wasted,
+            "socket_reads": READS[0],
+            "bytes_per_read": READS[1] // max(1, READS[0]),
         }
     emit("closed", stats=stats, **usage_now())
 
@@ -121,6 +139,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--config", default="{}", help="JSON object of ClientConfig overrides")
     args = ap.parse_args(argv)
     overrides = json.loads(args.config)
+    if os.environ.get("BENCH_COUNT_READS"):
+        count_reads()
+    if os.environ.get("BENCH_BUFFER_KIB"):  # experiment: receive buffer size
+        from core.wire import PeerConnection
+
+        kw = PeerConnection.__init__.__kwdefaults__
+        assert kw is not None
+        kw["buffer_size"] = int(os.environ["BENCH_BUFFER_KIB"]) << 10
     if args.role == "download":
         if not args.peer or not args.peer.startswith(("127.", "[::1]")):
             ap.error("download needs --peer with a loopback address")
