@@ -15,12 +15,16 @@ so the parent can compare them with its own clock):
   print ``closed`` with upload totals, CPU seconds and peak RSS.
 
 ``BENCH_PROFILE=FILE`` runs the role under cProfile and dumps stats to FILE.
+Experiment knobs: ``BENCH_COUNT_READS=1`` reports socket reads and bytes per
+read; ``BENCH_BUFFER_KIB`` sets the wire receive buffer; ``BENCH_POOL_MIB``
+the spare piece buffers kept (``core.torrent.BUF_POOL_BYTES``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -105,6 +109,8 @@ async def download(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
             "chunks_read_wasted": s.chunks_read_wasted,
             "socket_reads": READS[0],
             "bytes_per_read": READS[1] // max(1, READS[0]),
+            "gc_collections": [g["collections"] for g in gc.get_stats()],
+            "gc_objects": len(gc.get_objects()),
         }
     emit("closed", stats=stats, **usage_now())
 
@@ -141,6 +147,10 @@ def main(argv: list[str]) -> int:
     overrides = json.loads(args.config)
     if os.environ.get("BENCH_COUNT_READS"):
         count_reads()
+    if os.environ.get("BENCH_POOL_MIB"):  # experiment: spare piece buffers kept
+        import core.torrent
+
+        core.torrent.BUF_POOL_BYTES = int(os.environ["BENCH_POOL_MIB"]) << 20
     if os.environ.get("BENCH_BUFFER_KIB"):  # experiment: receive buffer size
         from core.wire import PeerConnection
 

@@ -19,15 +19,29 @@ Then, one after the other, each downloads it into a fresh directory:
 Finally ``seed``: our engine seeds the original payload to a fresh libtorrent
 leecher.
 
-Rates are MB/s (10^6 bytes) of payload.  Download time runs from process
-spawn (ours, aria2c) or from ``add_torrent`` (libtorrent, whose process is
-already up) to the moment every piece is verified; ours also reports spawn to
-exit, which adds the final fsync.  CPU is user+system seconds of the
-downloading process per GiB; RSS is its peak resident set (VmHWM or
-ru_maxrss).  Every process only ever talks to 127.0.0.1.
+Rates are MB/s (10^6 bytes) of payload.  ``wire MB/s`` is the yardstick to
+compare: first to last payload byte as counted by the libtorrent on the other
+end (polled every 20 ms), the same for every row; it leaves out process
+start-up and aria2c's one-second timers (it connects, and declares itself
+done, on a 1 s tick, which costs it ~3 s of a 1 GiB run).  ``MB/s`` is end to
+end: from process spawn (ours, aria2c) or ``add_torrent`` (libtorrent, whose
+process is already up) until every piece is verified; ours also reports spawn
+to exit, which adds the final fsync.  CPU is user+system seconds of the
+downloading process per GiB (for ours split into the event-loop thread,
+with and without start-up, and the hashing/writing threads); RSS is its peak
+resident set (VmHWM or ru_maxrss).  Every process only ever talks to
+127.0.0.1.
+
+Before each row a payload-sized scratch file is written and deleted (see
+``Bench.prewarm``): on the VM this was written on, freed memory goes back to
+the host within seconds and the next writer pays ~2.5 s/GiB of system CPU to
+fault page cache in again.  Expect noise anyway on a shared 2-core machine:
+run ``--repeat 3`` and read the range.
 
 ``--profile DIR`` attaches ``py-spy record`` to our downloader and seeder
-and prints the functions where most samples landed.
+and prints the functions where most samples landed (``BENCH_PYSPY_NATIVE=1``
+adds native frames).  ``BENCH_PROFILE=FILE`` makes the runner use cProfile
+instead; ``BENCH_WRAP="strace -c -f -o FILE"`` runs it under another tool.
 """
 
 from __future__ import annotations
