@@ -53,4 +53,5 @@ __all__ = [
     "TorrentState",
     "TorrentStats",
     "TrackerError",
+    "parse_magnet",
 ]
