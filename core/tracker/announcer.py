@@ -123,7 +123,7 @@ class Announcer:
         return [[t.url for t in tier.trackers] for tier in self._tiers]
 
     def was_started(self, url: str) -> bool:
-        """Whether ``url`` was told ``started`` (or has it in flight) and not ``stopped``."""
+        """Whether ``url`` may list us now, i.e. would be sent ``stopped`` by :meth:`stop`."""
         found = self._find(url)
         return found is not None and _knows_us(found[1])
 
