@@ -90,6 +90,14 @@ class ClientConfig:
     max_unverified_bytes: int = 64 << 20
     piece_hashers_per_torrent: int = 2
 
+    # --- piece order ---
+    #: New torrents fetch pieces of equal priority in index order (streaming
+    #: a whole torrent front to back) instead of rarest first.
+    sequential_download: bool = False
+    #: New torrents fetch each wanted file's first and last pieces before
+    #: the rest (media players read an index at the end before playing).
+    first_last_pieces_first: bool = False
+
     # --- connections ---
     max_connections_per_torrent: int = 50
     max_connections: int = 200

@@ -13,7 +13,11 @@ from .piecestate import PieceState
 from .types import PiecePriority
 
 if TYPE_CHECKING:
+    from .reader import ReadaheadFunc, Reader
     from .torrent import Torrent
+
+#: First/last-pieces-first mode raises a wanted file's end pieces to this.
+FIRST_LAST_PRIORITY = PiecePriority.HIGH
 
 
 class File:
@@ -25,6 +29,7 @@ class File:
         self.entry = entry
         self.path = path  # display path, '/'-separated, including the torrent name
         self._priority = PiecePriority.NORMAL
+        self._first_last = False
 
     def __repr__(self) -> str:
         return f"<File {self.path!r} {self.length} bytes {self._priority.name}>"
@@ -48,6 +53,43 @@ class File:
         if priority != self._priority:
             self._priority = priority
             self._torrent._file_priority_changed(self)
+
+    @property
+    def first_last_pieces_first(self) -> bool:
+        return self._first_last
+
+    def set_first_last_pieces_first(self, on: bool) -> None:
+        """Fetch this file's first and last pieces before its middle.
+
+        Media players read a container's index, often at the end of the file,
+        before playing; having both ends early lets playback start sooner.
+        The end pieces of a wanted file are raised to ``HIGH`` (a ``HIGH``
+        file therefore gains nothing; an unwanted file stays unwanted).
+        """
+        if on != self._first_last:
+            self._first_last = on
+            pieces = self._torrent._file_pieces(self)
+            if pieces:
+                self._torrent._reprioritise({pieces[0], pieces[-1]})
+
+    def _priority_for_piece(self, p: int) -> PiecePriority:
+        """This file's say in piece ``p``'s priority."""
+        prio = self._priority
+        if self._first_last and prio and prio < FIRST_LAST_PRIORITY:
+            pieces = self._torrent._file_pieces(self)
+            if p == pieces.start or p == pieces.stop - 1:
+                return FIRST_LAST_PRIORITY
+        return prio
+
+    def new_reader(
+        self, *, readahead: int | ReadaheadFunc | None = None, responsive: bool = False
+    ) -> Reader:
+        """A seekable async reader over this file's bytes; its reads drive downloading."""
+        from .reader import Reader
+
+        return Reader(
+            self._torrent, self.offset, self.length, readahead=readahead, responsive=responsive
+        )
 
     def download(self) -> None:
         self.set_priority(PiecePriority.NORMAL)

@@ -12,6 +12,9 @@ Order of preference (highest first):
 3. rarest first (fewest connected peers have it), so rare pieces spread,
 4. a random tiebreak drawn from an injectable RNG (seed it in tests).
 
+In sequential mode (:meth:`Picker.set_sequential`, for streaming a torrent
+front to back) 2-4 give way to piece index order; priority still comes first.
+
 How the order stays cheap: :class:`core.piece_order.PieceOrder` keeps the
 requestable pieces in buckets that are updated in O(1) per change, and
 ``pick`` stops walking them as soon as it has enough requests. Pieces that
@@ -395,6 +398,25 @@ class Picker:
     def set_max_unverified_bytes(self, limit: int | None) -> None:
         """Cap on :attr:`unverified_bytes` (``None``: no cap); see module docs."""
         self._max_unverified = limit
+
+    @property
+    def sequential(self) -> bool:
+        """Pieces of equal priority are requested in index order (streaming)."""
+        return self._order.sequential
+
+    def set_sequential(self, on: bool) -> None:
+        """Switch between index order and rarest-first within each priority."""
+        self._order.set_sequential(on)
+
+    def has_block(self, piece: int, begin: int) -> bool:
+        """The chunk at ``begin`` of ``piece`` was received and is awaiting its hash check.
+
+        Responsive readers use it to return bytes before the piece is verified.
+        """
+        if not 0 <= piece < self._n or begin < 0 or self._have[piece]:
+            return False
+        c = begin // CHUNK_SIZE
+        return c < self.num_chunks(piece) and bool(self._received[piece * self._cpp + c])
 
     def in_endgame(self) -> bool:
         """Every wanted chunk is received or in flight, and some are in flight."""

@@ -17,6 +17,12 @@ Availability is ``base + delta[piece]``: a seed only bumps ``base``, which
 leaves the order unchanged. When a bulk change would move a large share of the
 pieces (a dense bitfield, a file's priority), bucket upkeep is suspended and
 the buckets are rebuilt in one pass before the next walk.
+
+Sequential mode (streaming a whole torrent in order) replaces "rarest, then
+random" by "lowest index" inside each priority: the walk then reads one
+bitset per group (kept only while the mode is on, so the default order pays
+nothing for it) and yields the peer's pieces in index order. Priorities still
+come first, so readers and first/last pieces keep their precedence.
 """
 
 from __future__ import annotations
@@ -74,11 +80,34 @@ class PieceOrder:
         """Bitset of the pieces in some bucket (do not modify)."""
         self.count = 0
         self._dirty = False
+        # Sequential mode: one bitset per group, or None when the mode is off.
+        self._gbits: list[bitarray] | None = None
+
+    @property
+    def sequential(self) -> bool:
+        return self._gbits is not None
+
+    def set_sequential(self, on: bool) -> None:
+        """Order pieces of equal priority by index instead of rarity (O(n) to switch)."""
+        if on == self.sequential:
+            return
+        if not on:
+            self._gbits = None
+            return
+        gbits = [zeros(self._n, "big") for _ in range(NUM_GROUPS)]
+        for p, g in enumerate(self.group):
+            if g >= 0:
+                gbits[g][p] = 1
+        self._gbits = gbits
 
     def fill(self, group: int) -> None:
         """Put every piece in ``group`` (a fresh torrent), in O(n) without bucket moves."""
         self.group = [group] * self._n
         self.requestable.setall(1)
+        if self._gbits is not None:
+            for bits in self._gbits:
+                bits.setall(0)
+            self._gbits[group].setall(1)
         self.count = self._n
         self._dirty = True
 
@@ -93,6 +122,12 @@ class PieceOrder:
         cur = self.group[p]
         if cur == g:
             return
+        gbits = self._gbits
+        if gbits is not None:
+            if cur >= 0:
+                gbits[cur][p] = 0
+            if g >= 0:
+                gbits[g][p] = 1
         if cur >= 0:
             if not self._dirty:
                 self._remove(p, cur)
@@ -192,6 +227,9 @@ class PieceOrder:
         cut down to the peer's pieces and sorted by random rank (a few steps per
         candidate). Both give a random tiebreak.
         """
+        if self._gbits is not None:
+            yield from self._walk_sequential(peer_has, started_only)
+            return
         if self._dirty:
             self._rebuild()
         rank = self.rank
@@ -215,9 +253,28 @@ class PieceOrder:
                     if peer_has[p]:
                         yield p
 
+    def _walk_sequential(self, peer_has: bitarray, started_only: bool) -> Iterator[int]:
+        """Sequential mode: per priority, the peer's pieces in index order.
+
+        Started and fresh pieces of one priority are merged: in-order
+        delivery matters more than finishing started pieces first (which are
+        nearly always the lowest-indexed anyway).  Each step copies the group
+        bitsets, so moves made after the walk cannot disturb it.
+        """
+        gbits = self._gbits
+        assert gbits is not None
+        for g in range(0, NUM_GROUPS, 2):
+            cand = gbits[g] & peer_has
+            if not started_only:
+                cand |= gbits[g + 1] & peer_has
+            if cand.any():
+                yield from cand.search(1)
+
     def ordered(self, pieces: Iterable[int]) -> list[int]:
         """The requestable ones among ``pieces``, best first (for small sets)."""
         group, delta, rank = self.group, self.delta, self.rank
+        if self._gbits is not None:
+            return sorted({p for p in pieces if group[p] >= 0}, key=lambda p: (group[p] >> 1, p))
         return sorted(
             {p for p in pieces if group[p] >= 0},
             key=lambda p: (group[p], delta[p], rank[p]),

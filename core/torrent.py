@@ -41,8 +41,10 @@ from .net.peer_io import PeerProtocol
 from .peer import Peer
 from .picker import Picker
 from .piecestate import PieceState, PieceStateRun, piece_state_runs
+from .reader import ReadaheadFunc, Reader
 from .stats import TorrentState, TorrentStats
 from .storage import CompletionStore, DataMissingError, Layout, Storage
+from .streaming import PieceStateSubscription, Streaming
 from .types import InfoHash, PiecePriority
 from .wire import (
     Bitfield,
@@ -146,6 +148,12 @@ class Torrent:
             if not entry.is_padding
         ]
         self._files_by_index = {f.index: f for f in self.files}
+        # Readers' windows, waiters and piece-state feeds (core/streaming.py).
+        self._streaming = Streaming(self)
+        if cfg.sequential_download:
+            self.picker.set_sequential(True)
+        if cfg.first_last_pieces_first:
+            self.set_first_last_pieces_first(True)
 
     # ------------------------------------------------------------------ public API
 
@@ -185,12 +193,39 @@ class Torrent:
             f.set_priority(PiecePriority.NORMAL)
 
     def download_pieces(self, begin: int, end: int) -> None:
+        """Raise pieces ``[begin, end)`` to at least NORMAL (as anacrolix's DownloadPieces)."""
         for i in range(begin, end):
-            self._set_own_piece_priority(i, PiecePriority.NORMAL)
+            own = self._own_piece_priority.get(i, PiecePriority.NONE)
+            self._set_own_piece_priority(i, max(own, PiecePriority.NORMAL))
 
     def cancel_pieces(self, begin: int, end: int) -> None:
         for i in range(begin, end):
             self._set_own_piece_priority(i, PiecePriority.NONE)
+
+    def new_reader(
+        self, *, readahead: int | ReadaheadFunc | None = None, responsive: bool = False
+    ) -> Reader:
+        """A seekable async reader over the whole torrent; its reads drive downloading."""
+        return Reader(self, 0, self.info.length, readahead=readahead, responsive=responsive)
+
+    @property
+    def sequential(self) -> bool:
+        return self.picker.sequential
+
+    def set_sequential(self, on: bool) -> None:
+        """Fetch pieces of equal priority in index order instead of rarest first."""
+        self.picker.set_sequential(on)
+
+    def set_first_last_pieces_first(self, on: bool) -> None:
+        """For every file, fetch its first and last pieces before the rest (media indexes)."""
+        for f in self.files:
+            f.set_first_last_pieces_first(on)
+
+    def subscribe_piece_state_changes(self) -> PieceStateSubscription:
+        """A lossless, coalescing feed of piece state changes (see :mod:`core.streaming`)."""
+        sub = PieceStateSubscription(self._streaming)
+        self._streaming.subs.add(sub)
+        return sub
 
     async def wait_complete(self) -> None:
         """Wait until every wanted piece is verified; raises if the torrent fails or is dropped."""
@@ -318,6 +353,7 @@ class Torrent:
             return
         self._closed = True
         self._state_changed.set()
+        self._streaming.close(f"{self.name}: torrent dropped")
         self._disconnect_all("torrent closed")
         for task in (*self._dial_tasks, *self._tasks):
             task.cancel()
@@ -347,6 +383,8 @@ class Torrent:
         old = self._state
         self._state = new
         self._state_changed.set()
+        if new in (TorrentState.PAUSED, TorrentState.ERROR):
+            self._streaming.fail_waiters(f"{self.name}: torrent {new.name.lower()}")
         if new is TorrentState.DOWNLOADING and old is not new:
             self._redial_known()
         if old != new or error:
@@ -431,6 +469,7 @@ class Torrent:
             info.length,
             max_unverified_bytes=cfg.max_unverified_bytes,
         )
+        picker.set_sequential(self.picker.sequential)
         for i in range(info.num_pieces):
             picker.set_priority(i, self._piece_priority(i))
         for p in have.search(1):
@@ -455,12 +494,16 @@ class Torrent:
         return self.info.file_pieces(f.index)
 
     def _piece_priority(self, p: int) -> PiecePriority:
+        """The max of the piece's own priority, its files' and the readers' windows."""
         prio = self._own_piece_priority.get(p, PiecePriority.NONE)
         for fi in self.info.files_in_piece(p):
             f = self._files_by_index.get(fi)
-            if f is not None and f.priority > prio:
-                prio = f.priority
-        return prio
+            if f is not None:
+                fp = f._priority_for_piece(p)
+                if fp > prio:
+                    prio = fp
+        rp = self._streaming.windows.priority(p)
+        return rp if rp > prio else prio
 
     def _file_priority_changed(self, f: File) -> None:
         from .events import FilePriorityChanged
@@ -491,7 +534,7 @@ class Torrent:
             self._set_state(TorrentState.DOWNLOADING)
         for peer in list(self.peers):
             self._update_interest(peer)
-            self._fill_requests(peer)
+            self._fill_requests(peer, force=True)
 
     def _file_bytes_completed(self, f: File) -> int:
         info = self.info
@@ -519,6 +562,7 @@ class Torrent:
         )
 
     def _piece_changed(self, p: int) -> None:
+        self._streaming.piece_changed(p)
         self._piece_changes[p] = None
         if self._piece_flush is None:
             loop = asyncio.get_running_loop()
@@ -724,7 +768,8 @@ class Torrent:
         elif not want and proto.conn.am_interested:
             proto.send(NotInterested())
 
-    def _fill_requests(self, peer: Peer) -> None:
+    def _fill_requests(self, peer: Peer, *, force: bool = False) -> None:
+        """Top up ``peer``'s requests; ``force`` skips the batching threshold (priority changes)."""
         proto = peer.proto
         if (
             proto is None
@@ -742,7 +787,7 @@ class Torrent:
             return
         target = peer.pipeline_target(time.monotonic())
         want = target - self.picker.outstanding_count(peer)
-        if want < max(1, target // 8):
+        if want < (1 if force else max(1, target // 8)):
             return
         reqs = self.picker.pick(
             peer,
@@ -834,6 +879,8 @@ class Torrent:
             self._piece_changed(p)
         buf[msg.begin : msg.begin + n] = msg.data
         self._contributors.setdefault(p, {})[msg.begin] = peer
+        if self._streaming.block_waiters:
+            self._streaming.block_arrived(p)
         if outcome.piece_complete:
             self.picker.mark_hashing(p)
             self._piece_changed(p)
@@ -945,6 +992,8 @@ class Torrent:
             self._storage_failed(exc)
             return
         await self._flush_storage()
+        if not self.picker.is_complete():
+            return  # something became wanted meanwhile (a priority change, a reader)
         if self._state is TorrentState.DOWNLOADING:
             self._set_state(TorrentState.SEEDING)
         self._state_changed.set()
