@@ -39,6 +39,7 @@ import random
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import cast
 
 MAGIC = 0x41727101980
 MODES = (
@@ -150,8 +151,8 @@ class HostileUdpTracker(asyncio.DatagramProtocol):
     # -- asyncio.DatagramProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # asyncio's selector datagram transport does not subclass DatagramTransport
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if self.dropped < self.drop_first:
