@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import secrets
 import socket
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from .ratelimit import TokenBucket
 from .stats import ClientStats, RateMeter, TorrentState
 from .storage import CompletionStore, FileStorage, Layout, MemoryStorage, Storage
 from .torrent import Torrent
+from .tracker import TrackerTransports
 from .types import InfoHash
 from .wire import Event, HandshakeReceived, PeerConnection, RemoteInfoHash
 
@@ -51,6 +53,14 @@ def _is_loopback(ip: str) -> bool:
 
 def _endpoint(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _bind_address(listen: Sequence[str], *, v6: bool) -> str:
+    """The local address for UDP tracker sockets: the first listen address of the family."""
+    for host in listen:
+        if (":" in host) == v6:
+            return host
+    return "::" if v6 else "0.0.0.0"
 
 
 class _HandshakeRouter:
@@ -100,6 +110,15 @@ class Client:
         self._down_meter = RateMeter()
         self._up_meter = RateMeter()
         self._closed = False
+        # Shared by every torrent's announces: one HTTP session, one UDP
+        # tracker client (both opened on first use), and the BEP 7 "key"
+        # that lets trackers recognise this session across address changes.
+        self.tracker_key = secrets.randbits(32)
+        self.trackers = TrackerTransports(
+            user_agent=self.config.client_name,
+            bind_v4=_bind_address(self.config.listen_addresses, v6=False),
+            bind_v6=_bind_address(self.config.listen_addresses, v6=True),
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -202,6 +221,7 @@ class Client:
         for server in self._servers:
             server.close()
         await asyncio.gather(*(t.close() for t in self.torrents.values()), return_exceptions=True)
+        await self.trackers.aclose()
         for server in self._servers:
             try:
                 async with asyncio.timeout(2):
