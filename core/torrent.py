@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Iterable, Sequence
@@ -45,6 +46,9 @@ from .reader import ReadaheadFunc, Reader
 from .stats import TorrentState, TorrentStats
 from .storage import CompletionStore, DataMissingError, Layout, Storage
 from .streaming import PieceStateSubscription, Streaming
+from .tracker.announcer import Announcer
+from .tracker.driver import TrackerDriver
+from .tracker.types import AnnounceEvent, AnnounceRequest, TrackerStatus
 from .types import InfoHash, PiecePriority
 from .wire import (
     Bitfield,
@@ -148,6 +152,15 @@ class Torrent:
             if not entry.is_padding
         ]
         self._files_by_index = {f.index: f for f in self.files}
+        # Announces to the torrent's trackers (BEP 12), started after checking.
+        self._trackers = TrackerDriver(
+            Announcer(metainfo.announce_list, random.Random(), now=time.monotonic()),
+            info_hash=self.info_hash,
+            build_request=self._announce_request,
+            on_peers=lambda peers: self.add_peers(peers, PeerSource.TRACKER),
+            publish=client.bus.publish,
+            transports=client.trackers,
+        )
         # Readers' windows, waiters and piece-state feeds (core/streaming.py).
         self._streaming = Streaming(self)
         if cfg.sequential_download:
@@ -281,6 +294,7 @@ class Torrent:
         if self._state in (TorrentState.PAUSED, TorrentState.ERROR):
             return
         self._disconnect_all("torrent paused")
+        self._trackers.stop()
         self._set_state(TorrentState.PAUSED)
         self._schedule(self._flush_storage())
 
@@ -290,6 +304,7 @@ class Torrent:
             return
         self.error = None
         self._set_state(self._active_state())
+        self._trackers.start(complete=self._is_seed())
         self._maybe_dial()
 
     async def verify_data(self) -> None:
@@ -314,6 +329,44 @@ class Torrent:
 
     def piece_state_runs(self) -> list[PieceStateRun]:
         return piece_state_runs(self._piece_state(i) for i in range(self.num_pieces))
+
+    # ------------------------------------------------------------------ trackers
+
+    def trackers(self) -> list[TrackerStatus]:
+        """Every tracker's status (tier, last result, next announce, peers, scrape figures)."""
+        return self._trackers.statuses()
+
+    def add_tracker(self, url: str, tier: int | None = None) -> bool:
+        """Add a tracker (None: in a new last tier); False if already there.
+
+        Raises :class:`~core.errors.TrackerError` for a URL that is not
+        http, https or udp.
+        """
+        return self._trackers.add_tracker(url, tier)
+
+    def remove_tracker(self, url: str) -> bool:
+        """Stop using a tracker (it is told ``stopped``); False if unknown."""
+        return self._trackers.remove_tracker(url)
+
+    def reannounce(self) -> None:
+        """Announce to every tier now, or as soon as its ``min interval`` allows."""
+        self._trackers.reannounce()
+
+    def _announce_request(self, event: AnnounceEvent) -> AnnounceRequest:
+        s = self.stats()
+        return AnnounceRequest(
+            info_hash=self.info_hash.wire,
+            peer_id=self.client.peer_id,
+            port=self.client.listen_port,
+            uploaded=s.bytes_written_data,
+            downloaded=s.bytes_read_useful_data,
+            left=self.bytes_missing(),
+            event=event,
+            key=self.client.tracker_key,
+        )
+
+    def _is_seed(self) -> bool:
+        return self.picker.num_have == self.num_pieces
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -343,6 +396,7 @@ class Torrent:
         if self._closed:
             return
         self._set_state(self._active_state())
+        self._trackers.start(complete=self._is_seed())
         if self.picker.is_complete():
             await self._on_wanted_complete()
         self._tick_task = asyncio.create_task(self._tick_loop(), name=f"tick {self.name}")
@@ -355,16 +409,21 @@ class Torrent:
         self._state_changed.set()
         self._streaming.close(f"{self.name}: torrent dropped")
         self._disconnect_all("torrent closed")
+        # "stopped" announces run while the rest closes, bounded by their timeout.
+        announcing = asyncio.ensure_future(self._trackers.aclose())
         for task in (*self._dial_tasks, *self._tasks):
             task.cancel()
         if self._tick_task is not None:
             self._tick_task.cancel()
         await asyncio.gather(*self._dial_tasks, *self._tasks, return_exceptions=True)
         self._flush_piece_events()
-        await self._flush_storage()
-        if self.completion is not None:
-            await asyncio.to_thread(self.completion.detach, self.info_hash)
-        await asyncio.to_thread(self.storage.close)
+        try:
+            await self._flush_storage()
+            if self.completion is not None:
+                await asyncio.to_thread(self.completion.detach, self.info_hash)
+            await asyncio.to_thread(self.storage.close)
+        finally:
+            await announcing
 
     async def _flush_storage(self) -> None:
         try:
@@ -996,6 +1055,8 @@ class Torrent:
             return  # something became wanted meanwhile (a priority change, a reader)
         if self._state is TorrentState.DOWNLOADING:
             self._set_state(TorrentState.SEEDING)
+            if self._is_seed():
+                self._trackers.completed()
         self._state_changed.set()
         for peer in list(self.peers):
             self._update_interest(peer)
