@@ -143,10 +143,14 @@ STRUCTURED = settings(
     max_examples=max(100, int(os.environ.get("HYPOTHESIS_EXAMPLES", "5000")) // 10)
 )
 
-ipv4 = st.ip_addresses(v=4).filter(lambda a: not (a.is_unspecified or a.is_multicast))
-ipv6 = st.ip_addresses(v=6).filter(
-    lambda a: not (a.is_unspecified or a.is_multicast or a.ipv4_mapped is not None)
-)
+
+def _dialable(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None
+    return not (addr.is_unspecified or addr.is_multicast or mapped)
+
+
+ipv4 = st.ip_addresses(v=4).filter(_dialable)
+ipv6 = st.ip_addresses(v=6).filter(_dialable)
 ports = st.integers(1, 65535)
 
 

@@ -214,7 +214,8 @@ def _clean_text(raw: object) -> str:
 
 def _decode_dict(body: bytes, what: str) -> dict[bytes, Any]:
     try:
-        value = decode(body, max_size=MAX_RESPONSE_SIZE)
+        # The size cap was enforced while reading; here only the bytes we hold matter.
+        value = decode(body, max_size=max(len(body), 1))
     except BencodeError as exc:
         preview = _clean_text(bytes(body[:60]))
         raise TrackerError(f"malformed {what} response ({exc}): {preview!r}") from None
@@ -334,37 +335,54 @@ def _failure_of(body: bytes) -> str | None:
     return None
 
 
-def _redirect_error(exc: aiohttp.TooManyRedirects, limit: int) -> TrackerError:
-    urls = [str(r.url) for r in exc.history] + [str(exc.request_info.real_url)]
-    for i, url in enumerate(urls):
-        if url in urls[:i]:
-            return TrackerError(f"tracker redirect loop (through {_clean_text(url)})")
-    return TrackerError(f"tracker redirected more than {limit} times")
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _next_hop(current: yarl.URL, location: str | None, seen: set[str]) -> yarl.URL:
+    """Resolve a redirect target, refusing non-HTTP schemes and loops."""
+    if not location:
+        raise TrackerError("tracker redirect without a Location header")
+    # Keep the target's escapes exactly (binary info_hash), only escape what is illegal.
+    target = current.join(
+        yarl.URL(urllib.parse.quote(location.strip(), safe=_URL_SAFE), encoded=True)
+    )
+    if target.scheme not in ("http", "https") or not target.host:
+        raise TrackerError(f"tracker redirected to a non-HTTP URL: {_clean_text(location)}")
+    text = str(target)
+    if text in seen:
+        raise TrackerError(f"tracker redirect loop (through {_clean_text(text)})")
+    seen.add(text)
+    return target
 
 
 async def _fetch(
     session: aiohttp.ClientSession,
     url: str,
     *,
-    timeout: float,
     max_redirects: int,
     max_size: int,
 ) -> tuple[int, str, bytes]:
-    """GET ``url`` (already encoded); return ``(status, reason, capped body)``."""
-    async with (
-        asyncio.timeout(timeout),
-        session.get(
-            yarl.URL(url, encoded=True),
-            allow_redirects=max_redirects > 0,
-            max_redirects=max(max_redirects, 1),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as resp,
-    ):
-        if resp.status != 200:
-            # Read a little: some trackers explain refusals in a bencoded body.
-            body = await _read_capped(resp, 64 << 10)
-            return resp.status, resp.reason or "", body
-        return resp.status, resp.reason or "", await _read_capped(resp, max_size)
+    """GET ``url`` (already encoded); return ``(status, reason, capped body)``.
+
+    Redirects are followed here rather than by aiohttp, whose redirect
+    handling re-quotes the target URL (turning ``%2F`` in a binary
+    ``info_hash`` into ``/``) and cannot tell a loop from a long chain.
+    """
+    current = yarl.URL(url, encoded=True)
+    seen = {str(current)}
+    for hop in range(max_redirects + 1):
+        async with session.get(current, allow_redirects=False) as resp:
+            if resp.status in _REDIRECTS and max_redirects > 0:
+                if hop == max_redirects:
+                    raise TrackerError(f"tracker redirected more than {max_redirects} times")
+                current = _next_hop(current, resp.headers.get("Location"), seen)
+                continue
+            if resp.status != 200:
+                # Read a little: some trackers explain refusals in a bencoded body.
+                body = await _read_capped(resp, 64 << 10)
+                return resp.status, resp.reason or "", body
+            return resp.status, resp.reason or "", await _read_capped(resp, max_size)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _request(
@@ -382,9 +400,10 @@ async def _request(
         if session is None:
             session = aiohttp.ClientSession()
         try:
-            status, reason, body = await _fetch(
-                session, url, timeout=timeout, max_redirects=max_redirects, max_size=max_size
-            )
+            async with asyncio.timeout(timeout):
+                status, reason, body = await _fetch(
+                    session, url, max_redirects=max_redirects, max_size=max_size
+                )
         finally:
             if own:
                 await session.close()
@@ -392,8 +411,6 @@ async def _request(
         raise
     except TimeoutError:
         raise TrackerError(f"tracker {what} timed out after {timeout:g} s") from None
-    except aiohttp.TooManyRedirects as exc:
-        raise _redirect_error(exc, max_redirects) from None
     except aiohttp.ClientResponseError as exc:
         raise TrackerError(
             f"tracker {what} failed: HTTP {exc.status} {_clean_text(exc.message)}"
@@ -404,7 +421,7 @@ async def _request(
         ) from None
     except Exception as exc:  # a hostile server must never crash the announcer
         raise TrackerError(
-            f"tracker {what} failed unexpectedly: {type(exc).__name__}: {exc}"
+            f"tracker {what} failed unexpectedly: {type(exc).__name__}: {_clean_text(str(exc))}"
         ) from None
     if status != 200:
         detail = f"HTTP {status} {_clean_text(reason)}".rstrip()

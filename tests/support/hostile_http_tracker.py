@@ -225,13 +225,13 @@ class HostileHttpTracker:
         return web.Response(body=body)
 
     async def _do_loop(self, request: web.Request, query: str, *_: object) -> web.StreamResponse:
-        raise web.HTTPFound(f"/loop/announce?{query}")
+        return _redirect(f"/loop/announce?{query}")
 
     async def _do_pingpong(
         self, request: web.Request, query: str, parts: list[str], last: str
     ) -> web.StreamResponse:
         other = "ping" if last == "announce" else "announce"
-        raise web.HTTPFound(f"/pingpong/{other}?{query}")
+        return _redirect(f"/pingpong/{other}?{query}")
 
     async def _do_chain(
         self, request: web.Request, query: str, parts: list[str], last: str
@@ -239,20 +239,25 @@ class HostileHttpTracker:
         hops = int(parts[1]) if len(parts) > 2 else 0
         if hops <= 0:
             return web.Response(body=good_body())
-        raise web.HTTPFound(f"/chain/{hops - 1}/announce?{query}")
+        return _redirect(f"/chain/{hops - 1}/announce?{query}")
 
     async def _do_redirect(
         self, request: web.Request, query: str, *_: object
     ) -> web.StreamResponse:
-        raise web.HTTPFound(f"/good/announce?{query}")
+        return _redirect(f"/good/announce?{query}")
 
     async def _do_gzip(self, *_: object) -> web.StreamResponse:
         body = gzip.compress(good_body())
         return web.Response(body=body, headers={"Content-Encoding": "gzip"})
 
-    async def _do_bomb(self, *_: object) -> web.StreamResponse:
+    async def prepare_bomb(self) -> None:
+        """Build the gzip bomb now (a test measuring memory must not count building it)."""
         if self._bomb is None:
             self._bomb = await asyncio.to_thread(_bomb)
+
+    async def _do_bomb(self, *_: object) -> web.StreamResponse:
+        await self.prepare_bomb()
+        assert self._bomb is not None
         return web.Response(body=self._bomb, headers={"Content-Encoding": "gzip"})
 
     # scrape -------------------------------------------------------------------
@@ -267,6 +272,11 @@ class HostileHttpTracker:
         files[b"\xee" * 20] = {b"complete": 1, b"downloaded": 1, b"incomplete": 1}
         files[b"short"] = {b"complete": 1}
         return encode({b"files": files})
+
+
+def _redirect(location: str) -> web.Response:
+    """A 302 whose Location is sent verbatim (web.HTTPFound re-quotes it, turning %2F into /)."""
+    return web.Response(status=302, headers={"Location": location})
 
 
 def raw_params(query: str) -> list[tuple[str, str]]:
