@@ -134,6 +134,12 @@ class TrackerTransports:
     def closed(self) -> bool:
         return self._closed
 
+    async def __aenter__(self) -> TrackerTransports:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     def session(self) -> aiohttp.ClientSession:
         """The shared aiohttp session (created on first use, inside the running loop)."""
         if self._closed:
