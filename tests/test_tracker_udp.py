@@ -217,3 +217,26 @@ def test_parse_udp_url(url: str, expected: tuple[str, int, bytes]) -> None:
 async def test_bad_urls_are_tracker_errors(client: UdpTrackerClient, url: str) -> None:
     with pytest.raises(TrackerError):
         await client.announce(url, REQ)
+
+
+@pytest.mark.interop
+async def test_against_real_opentracker(client: UdpTrackerClient) -> None:
+    support = pytest.importorskip("tests.support.opentracker")
+    listed, unlisted = b"\x42" * 20, b"\x43" * 20
+    with support.OpenTracker() as ot:
+        await asyncio.to_thread(ot.start)
+        # the whitelist is read in the background: allow() waits until it took effect
+        await asyncio.to_thread(ot.allow, listed)
+        url = ot.udp_url + "/announce?passkey=1"  # opentracker skips the BEP 41 option
+        first = AnnounceRequest(listed, b"A" * 20, 1111, left=5, event=AnnounceEvent.STARTED)
+        second = AnnounceRequest(listed, b"B" * 20, 2222, left=0, event=AnnounceEvent.STARTED)
+        await client.announce(url, first)
+        response = await client.announce(url, second)
+        scraped = await client.scrape(url, [listed, unlisted])
+        with pytest.raises(TrackerError, match="refused"):
+            await client.announce(url, AnnounceRequest(unlisted, b"C" * 20, 3333))
+    assert ("127.0.0.1", 1111) in response.peers
+    assert (response.seeders, response.leechers) == (1, 1)
+    assert response.interval > 0
+    assert scraped[listed] == ScrapeResult(seeders=1, completed=0, leechers=1)
+    assert scraped.get(unlisted, ScrapeResult(0, 0, 0)) == ScrapeResult(0, 0, 0)

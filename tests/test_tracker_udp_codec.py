@@ -177,6 +177,9 @@ def test_announce_response_ipv4_peers() -> None:
     assert parse_announce_response(packet + b"\x01\x02\x03").peers == response.peers
     with pytest.raises(TrackerError, match="truncated announce response: 19 bytes"):
         parse_announce_response(packet[:19])
+    # opentracker refuses an info-hash off its whitelist with a bare header
+    with pytest.raises(TrackerError, match="tracker refused the announce"):
+        parse_announce_response(packet[:8])
 
 
 def test_announce_response_ipv6_peers_are_18_bytes() -> None:

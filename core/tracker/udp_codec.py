@@ -236,10 +236,14 @@ def parse_announce_response(data: bytes, *, ipv6: bool = False) -> AnnounceRespo
     """An announce response: 20-byte header, then 6-byte (IPv4) or 18-byte (IPv6) peers.
 
     BEP 15: the address family of the datagram decides the peer format, so the
-    caller says which socket it arrived on.  A torn trailing peer entry is
+    caller says which socket it arrived on.  A bare 8-byte header is a refusal
+    (opentracker answers so for info-hashes off its whitelist).  A torn trailing peer entry is
     ignored (BEP 15: "do not expect packets to be exactly of a certain size");
     peers that cannot be dialled (port 0 and the like) are dropped.
     """
+    if len(data) == _HEADER.size:
+        # opentracker's way of refusing a torrent that is not on its whitelist
+        raise TrackerError("tracker refused the announce (empty answer: torrent not registered?)")
     _need(data, _ANNOUNCE_RESPONSE.size, "announce")
     _action, _tid, interval, leechers, seeders = _ANNOUNCE_RESPONSE.unpack_from(data)
     body = data[_ANNOUNCE_RESPONSE.size :]
