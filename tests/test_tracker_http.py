@@ -486,6 +486,8 @@ async def test_redirect_chain_within_limit(
         ("/pingpong/announce", {}, "redirect loop"),
         ("/chain/8/announce", {"max_redirects": 3}, "more than 3"),
         ("/redirect/announce", {"max_redirects": 0}, "HTTP 302"),
+        ("/ftp/announce", {}, "non-HTTP URL: file:///etc/passwd"),
+        ("/nolocation/announce", {}, "without a Location"),
         ("/huge/announce", {}, f"larger than {MAX_RESPONSE_SIZE}"),
         ("/hang/announce", {"timeout": 1.0}, "timed out after 1 s"),
         ("/silent/announce", {"timeout": 1.0}, "timed out after 1 s"),

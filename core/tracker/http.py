@@ -16,6 +16,8 @@ would make yarl encode *text* and, given an already-encoded string, re-encode
 its ``%``.  So the query is encoded here, appended to whatever query the
 announce URL already carries (private trackers put a ``passkey`` there), and
 passed as ``yarl.URL(..., encoded=True)`` so nothing touches it again.
+Redirects are followed here too, not by aiohttp, because aiohttp re-quotes a
+redirect target (``%2F`` in a binary hash comes out as ``/``).
 
 Hostile trackers are expected: bodies are read with a streaming cap that
 counts *decompressed* bytes (aiohttp inflates gzip incrementally, so a gzip

@@ -20,6 +20,8 @@ case and a test names the misbehaviour in the URL it announces to:
 ``/pingpong/announce``        redirects between two URLs forever
 ``/chain/announce``           N redirects (``?hops=`` in the path state) then good
 ``/redirect/announce``        one 302 to ``/good/announce`` with the same query
+``/ftp/announce``             redirects to a ``file://`` URL
+``/nolocation/announce``      a 301 without a Location header
 ``/gzip/announce``            the good answer gzip-encoded
 ``/bomb/announce``            ~100 KB of gzip that inflates to 100 MB of zeros
 ``/good/scrape``              BEP 48 scrape of whatever hashes were asked for
@@ -245,6 +247,12 @@ class HostileHttpTracker:
         self, request: web.Request, query: str, *_: object
     ) -> web.StreamResponse:
         return _redirect(f"/good/announce?{query}")
+
+    async def _do_ftp(self, *_: object) -> web.StreamResponse:
+        return _redirect("file:///etc/passwd")
+
+    async def _do_nolocation(self, *_: object) -> web.StreamResponse:
+        return web.Response(status=301)
 
     async def _do_gzip(self, *_: object) -> web.StreamResponse:
         body = gzip.compress(good_body())
