@@ -11,9 +11,11 @@ SIGKILL loses at most the completion records not yet committed; the pieces
 themselves are on disk and the next start rehashes them instead of
 downloading them again.
 
-Peers come only from ``--peer`` for now (trackers and the DHT arrive later),
-so "nobody to download from" is an error after ``--connect-timeout`` rather
-than an endless wait.  Addresses from ``--peer`` are offered again while
+Peers come from the torrents' trackers (announced to automatically) and
+from ``--peer``; the DHT arrives later.  A torrent with neither is an error
+at once, and "nobody to download from" is an error after
+``--connect-timeout`` rather than an endless wait; the message then includes
+what the trackers said.  Addresses from ``--peer`` are offered again while
 they are not connected, because the engine forgets an address once its
 connection ends.
 """
@@ -273,11 +275,14 @@ class Session:
         before = client.stats().bytes_read_useful_data
         last_offer = time.monotonic()
         self.watch.last_connected = time.monotonic()
-        nothing_to_do = not self.peers and not self.seed and not self.stop.is_set()
+        has_trackers = any(t.trackers() for t in torrents)
+        nothing_to_do = (
+            not self.peers and not has_trackers and not self.seed and not self.stop.is_set()
+        )
         if nothing_to_do and not self._complete(torrents):
             raise TorrentError(
                 "no peers to download from: give --peer HOST:PORT "
-                "(trackers and the DHT are not supported yet)"
+                "(the torrent has no trackers and the DHT is not supported yet)"
             )
         while not self.stop.is_set():
             now = time.monotonic()
@@ -348,9 +353,16 @@ class Session:
             return
         if not self.connect_timeout or now - self.watch.last_connected < self.connect_timeout:
             return
-        why = "; ".join(
+        reasons = [
             f"{_show(addr)}: {reason}" for addr, reason in sorted(self.watch.reasons.items())
-        )
+        ]
+        for t in torrents:
+            for status in t.trackers():
+                if status.last_result == "error" and status.last_error:
+                    reasons.append(f"tracker {status.url}: {status.last_error}")
+                elif status.last_result == "ok":
+                    reasons.append(f"tracker {status.url}: {status.peers_received} peers")
+        why = "; ".join(reasons)
         lost = "all peers lost and none" if self.watch.connected_since_start else "no peer"
         raise TorrentError(
             f"{lost} reachable for {self.connect_timeout:g}s" + (f" ({why})" if why else "")

@@ -148,6 +148,50 @@ def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(handler="core.cli.download_cmd:run")
 
 
+def _add_tracker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    a = sub.add_parser(
+        "announce",
+        help="announce a torrent to one tracker and print the peers",
+        description=(
+            "Announce to TRACKER_URL (http, https or udp) and print the interval, "
+            "the swarm's size and the peers it returned."
+        ),
+    )
+    a.add_argument("torrent", metavar="TORRENT", help=".torrent file ('-' for stdin) or info-hash")
+    a.add_argument("tracker", metavar="TRACKER_URL")
+    a.add_argument(
+        "--event",
+        choices=["none", "started", "completed", "stopped"],
+        default="none",
+        help="announce event (default: none, a regular announce)",
+    )
+    a.add_argument(
+        "--port", type=int, default=6881, metavar="N", help="port to announce (default 6881)"
+    )
+    a.add_argument(
+        "--left",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="bytes left to download (default: the whole torrent; 0 for a bare info-hash)",
+    )
+    a.add_argument("--numwant", type=int, default=50, metavar="N", help="peers wanted (default 50)")
+    a.add_argument("--timeout", type=float, default=30.0, metavar="S", help="give up after S s")
+    a.set_defaults(handler="core.cli.tracker_cmd:run_announce")
+
+    s = sub.add_parser(
+        "scrape",
+        help="print a tracker's seeders/leechers/completed for info-hashes",
+        description="Ask the tracker with announce URL TRACKER_URL for each INFOHASH's figures.",
+    )
+    s.add_argument("tracker", metavar="TRACKER_URL")
+    s.add_argument(
+        "info_hash", nargs="+", metavar="INFOHASH", help="40 hex digits or 32 base32 characters"
+    )
+    s.add_argument("--timeout", type=float, default=30.0, metavar="S", help="give up after S s")
+    s.set_defaults(handler="core.cli.tracker_cmd:run_scrape")
+
+
 def _parse_size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
@@ -174,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_create(sub)
     _add_bencode(sub)
     _add_download(sub)
+    _add_tracker(sub)
     return parser
 
 
