@@ -34,7 +34,8 @@ them).  Among the rest, the size announced by the most trusted, responsive
 peers wins (ties: the one heard first), and only peers that announced the
 winning size are asked.  A peer stops counting as a voter after
 :data:`MAX_MISSES` rejects or timeouts in a row without delivering, so
-liars who announce a size and then never answer cannot pin the fetch to it.
+liars who announce a size and then never answer cannot pin the fetch to it
+(when every peer has missed that often, all of them count again).
 If the winning size changes, the partial assembly is discarded.
 
 Trust: when the assembled whole does not hash to the info-hash, every peer
@@ -209,11 +210,16 @@ class MetadataFetcher(Generic[K]):
             self._choose_size()
 
     def _voters(self) -> dict[int, int]:
+        """Announced sizes counted over trusted peers, responsive ones only if there are any."""
         votes: dict[int, int] = {}
+        fallback: dict[int, int] = {}
         for key, peer in self._peers.items():
-            if peer.size is not None and peer.misses < MAX_MISSES and key not in self._distrusted:
+            if peer.size is None or key in self._distrusted:
+                continue
+            fallback[peer.size] = fallback.get(peer.size, 0) + 1
+            if peer.misses < MAX_MISSES:
                 votes[peer.size] = votes.get(peer.size, 0) + 1
-        return votes
+        return votes or fallback
 
     def _choose_size(self) -> None:
         if self._result is not None:
@@ -440,6 +446,11 @@ class MetadataServer(Generic[K]):
     @property
     def num_pieces(self) -> int:
         return -(-len(self.raw_info) // METADATA_PIECE_SIZE)
+
+    @property
+    def tracked_peers(self) -> int:
+        """Peers whose request budget is remembered (bounded by ``max_peers``)."""
+        return len(self._buckets)
 
     def handle(self, key: K, request: MetadataRequest, now: float) -> MetadataData | MetadataReject:
         """The answer to send ``key`` for ``request``."""
