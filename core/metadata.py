@@ -8,8 +8,8 @@ the info dict.  Neither touches sockets or clocks: the engine passes ``now``
 and drives them from its extended-message handler and one timer.
 
 Engine integration (keys are whatever identifies a peer for blame; use the
-same key as hash-failure bans, e.g. the IP, so a liar that reconnects stays
-distrusted)::
+same key as hash-failure bans, ``Client.blame_key(ip, peer_id)``, so a liar
+that reconnects stays distrusted while loopback test peers stay distinct)::
 
     fetcher = MetadataFetcher(info_hash, now=now)
     # extension handshake with ut_metadata and metadata_size:
