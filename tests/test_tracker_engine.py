@@ -41,6 +41,9 @@ class FakeTracker:
         self.peers: list[tuple[str, int]] = []
         self.interval = 1800
         self.hang = False  # accept, then never answer
+        self.stopped_delay = 0.0  # answer "stopped" announces this late
+        self.arrived: list[float] = []
+        self.stopped_answered = 0.0
         self.changed = asyncio.Event()
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -52,9 +55,13 @@ class FakeTracker:
     async def _announce(self, request: web.Request) -> web.Response:
         raw = parse_qs(request.query_string, keep_blank_values=True, encoding="latin-1")
         self.requests.append({k: v[0] for k, v in raw.items()})
+        self.arrived.append(time.monotonic())
         self.changed.set()
         if self.hang:
             await asyncio.sleep(3600)
+        if self.requests[-1].get("event") == "stopped":
+            await asyncio.sleep(self.stopped_delay)
+            self.stopped_answered = time.monotonic()
         body = {
             b"interval": self.interval,
             b"complete": 1,
@@ -182,6 +189,18 @@ async def test_tracker_peers_found_events_sent_in_order(
         await tracker.wait_for(lambda: len(tracker.requests) > before + 1)
         assert tracker.requests[-1]["event"] == "started"
         assert tracker.requests[-1]["left"] == "0"
+        # A quick pause/resume: "started" waits for the slow "stopped" to be answered.
+        await _settled(t)
+        tracker.stopped_delay = 0.3
+        tracker.stopped_answered = 0.0
+        before = len(tracker.requests)
+        t.pause()
+        t.resume()
+        await tracker.wait_for(lambda: len(tracker.requests) >= before + 2)
+        assert tracker.events()[before:] == ["stopped", "started"]
+        assert tracker.stopped_answered > 0
+        assert tracker.arrived[before + 1] >= tracker.stopped_answered
+        tracker.stopped_delay = 0.0
         n = len(tracker.requests)
     # Shutdown sent stopped from both clients.
     stops = [r for r in tracker.requests[n:] if r["event"] == "stopped"]

@@ -171,6 +171,10 @@ class TrackerDriver:
 
     async def _run(self) -> None:
         announcer = self.announcer
+        if self._stopping:
+            # A quick pause/resume: let the "stopped" arrive before the new
+            # "started", or the tracker would drop us after listing us.
+            await asyncio.wait(list(self._stopping), timeout=self.stop_timeout + 0.5)
         while True:
             now = self._clock()
             due = announcer.due(now)
