@@ -109,14 +109,21 @@ async def test_raising_a_file_mid_download_fetches_it_next_round(tmp_path: Path)
         await until(lambda: picks.mark() > mark)
         # The very next round asks for b.bin only: HIGH outranks everything left.
         assert set(picks.since(mark)[0]) <= B_ONLY | {10, 30}
-        # NORMAL: no precedence, but it is in the mix within a pipeline's worth.
-        c = file_named(t, "c.bin")
-        c.set_priority(PiecePriority.NONE)
+        # Nothing wanted any more: we lose interest.  Raising b.bin again makes
+        # us interested and its missing pieces are the next requests.
         b.set_priority(PiecePriority.NONE)
+        file_named(t, "c.bin").set_priority(PiecePriority.NONE)
+        await until(lambda: t.picker.is_complete())
+        missing_b = {p for p in B_ONLY if not t.picker.have(p)}
+        assert missing_b  # it was HIGH only for a moment
+        peer = next(iter(t.peers))
+        assert peer.proto is not None
+        await until(lambda: not peer.proto.conn.am_interested)
         mark = picks.mark()
-        c.set_priority(PiecePriority.NORMAL)
-        await until(lambda: sum(len(r) for r in picks.since(mark)) >= 16 or t.picker.is_complete())
-        assert picks.pieces(mark) & set(range(31, 35))
+        b.set_priority(PiecePriority.NORMAL)
+        assert peer.proto.conn.am_interested
+        await until(lambda: picks.mark() > mark)
+        assert set(picks.since(mark)[0]) <= B_ONLY | {10, 30}
         async with asyncio.timeout(20):
             await t.wait_complete()
 
