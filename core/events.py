@@ -238,6 +238,10 @@ class PeerRow:
     peer_choking: bool
     peer_interested: bool
     requests_outstanding: int
+    #: The peer connected to us (we did not dial it), whatever its source.
+    incoming: bool = False
+    #: We want blocks from it but it has sent none for a while (see core.choker).
+    snubbed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
