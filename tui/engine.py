@@ -1,0 +1,629 @@
+"""The engine facade: everything the TUI may ask of a BitTorrent engine.
+
+The app talks to an :class:`Engine`, never to :mod:`core` objects directly.
+Two implementations keep the same promises:
+
+* :class:`RealEngine` wraps :class:`core.Client` (same asyncio loop as
+  Textual) and remembers the session under the user data dir;
+* :class:`tui.fake_engine.FakeEngine` serves scripted, deterministic data
+  for tests, screenshots and the benchmark.
+
+Getters (``torrents``, ``status``, ``details``, ``preview_priorities``) are
+synchronous and cheap: the bridge calls them a few times a second on the
+event loop.  Anything that may wait (disk, network, hashing) is ``async``
+and is awaited from Textual workers, never from a handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.bus import Subscription
+from core.client import Client
+from core.config import ClientConfig
+from core.errors import MagnetError, MetainfoError, TorrentError
+from core.events import PeerRow, TorrentRow
+from core.magnet import Magnet, parse_magnet
+from core.metainfo import Metainfo
+from core.piecestate import PieceState
+from core.stats import TorrentState
+from core.torrent import Torrent
+from core.types import InfoHash, PiecePriority
+
+from .model import FileRow, GlobalStatus, PieceCell, PieceMap, TorrentDetails, TorrentInfoView
+from .session import Session, SessionEntry
+
+log = logging.getLogger(__name__)
+
+#: Largest .torrent file accepted from a URL (a sane metainfo is far smaller).
+MAX_TORRENT_DOWNLOAD = 16 << 20
+#: Free disk space is a syscall on a possibly slow mount: refresh it this rarely.
+DISK_REFRESH_SECONDS = 5.0
+
+
+class Engine(Protocol):
+    """What the TUI needs from an engine (see the module docstring for the rules)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def torrents(self) -> tuple[TorrentRow, ...]: ...
+
+    def status(self) -> GlobalStatus: ...
+
+    def details(self, ih: InfoHash) -> TorrentDetails | None: ...
+
+    async def add(
+        self,
+        source: str,
+        *,
+        download_dir: str | None = None,
+        file_priorities: dict[int, PiecePriority] | None = None,
+        peers: Sequence[tuple[str, int]] = (),
+    ) -> InfoHash: ...
+
+    async def fetch_metadata(self, magnet: str) -> tuple[FileRow, ...]: ...
+
+    async def pause(self, ih: InfoHash) -> None: ...
+
+    async def resume(self, ih: InfoHash) -> None: ...
+
+    async def recheck(self, ih: InfoHash) -> None: ...
+
+    async def remove(self, ih: InfoHash, delete_data: bool) -> None: ...
+
+    async def set_file_priorities(
+        self, ih: InfoHash, indices: Sequence[int], prio: PiecePriority
+    ) -> None: ...
+
+    def preview_priorities(
+        self, ih: InfoHash, indices: Sequence[int], prio: PiecePriority
+    ) -> tuple[int, int]: ...
+
+    async def set_sequential(self, ih: InfoHash, on: bool) -> None: ...
+
+    async def set_first_last(self, ih: InfoHash, on: bool) -> None: ...
+
+    async def stream_file(self, ih: InfoHash, index: int) -> None: ...
+
+    async def set_limits(self, download: int | None, upload: int | None) -> None: ...
+
+    async def set_torrent_limits(
+        self, ih: InfoHash, download: int | None, upload: int | None
+    ) -> None: ...
+
+    def subscribe(self) -> Subscription: ...
+
+
+# --- pure helpers shared by both engines -----------------------------------------
+
+
+def priority_change(
+    files: Sequence[FileRow],
+    piece_length: int,
+    total_size: int,
+    indices: Sequence[int],
+    prio: PiecePriority,
+) -> tuple[int, int]:
+    """How many pieces, and how many bytes in them, change priority if ``indices`` get ``prio``.
+
+    A piece's priority is the highest of the files it overlaps, so a piece
+    shared with a file that keeps a higher priority does not change (skipping
+    one file keeps the boundary piece it shares with a wanted neighbour), and
+    a piece shared with a skipped file changes when its neighbour is raised.
+    """
+    chosen = set(indices)
+    touched: set[int] = set()
+    for f in files:
+        if f.index in chosen and f.size > 0 and f.priority != prio:
+            touched.update(range(f.first_piece, f.last_piece + 1))
+    if not touched:
+        return 0, 0
+    old: dict[int, int] = dict.fromkeys(touched, 0)
+    new: dict[int, int] = dict.fromkeys(touched, 0)
+    for f in files:
+        if f.size <= 0 or f.last_piece < min(touched) or f.first_piece > max(touched):
+            continue
+        after = prio if f.index in chosen else f.priority
+        for p in range(f.first_piece, f.last_piece + 1):
+            if p in old:
+                old[p] = max(old[p], int(f.priority))
+                new[p] = max(new[p], int(after))
+    changed = [p for p in touched if old[p] != new[p]]
+    nbytes = sum(min(piece_length, total_size - p * piece_length) for p in changed)
+    return len(changed), nbytes
+
+
+def piece_cell(state: PieceState) -> PieceCell:
+    """How one engine piece state shows on the piece map."""
+    if state.complete:
+        return PieceCell.HAVE
+    if state.checking:
+        return PieceCell.CHECKING
+    if state.partial:
+        return PieceCell.PARTIAL
+    if state.priority == PiecePriority.NONE:
+        return PieceCell.SKIPPED
+    if state.priority >= PiecePriority.HIGH:
+        return PieceCell.HIGH
+    return PieceCell.MISSING
+
+
+def classify_source(source: str) -> str:
+    """``"magnet"``, ``"url"`` or ``"file"``: how :meth:`Engine.add` reads a source."""
+    s = source.strip()
+    if s.lower().startswith("magnet:"):
+        return "magnet"
+    if s.lower().startswith(("http://", "https://")):
+        return "url"
+    return "file"
+
+
+# --- the real engine -------------------------------------------------------------
+
+
+class RealEngine:
+    """:class:`Engine` over a :class:`core.Client` in the app's own event loop.
+
+    Every change the user makes is mirrored into a :class:`Session` (written
+    in a worker thread, coalesced) so the next start restores it.
+    """
+
+    def __init__(self, config: ClientConfig, *, session: Session | None = None) -> None:
+        self.config = config
+        self.client = Client(config)
+        self.session = session
+        self._entries: dict[InfoHash, SessionEntry] = {}
+        self._limits: dict[InfoHash, tuple[int | None, int | None]] = {}
+        self._save_task: asyncio.Task[None] | None = None
+        self._save_lock = asyncio.Lock()
+        self._disk_free: int | None = None
+        self._disk_checked = -1e9
+        self._errors = 0
+        #: Problems met while restoring the session, for the app to show once.
+        self.problems: list[str] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.client.start()
+        if self.session is not None:
+            entries = await asyncio.to_thread(self.session.load)
+            self.problems.extend(self.session.problems)
+            for entry in entries:
+                try:
+                    await self._restore(entry)
+                except (TorrentError, OSError) as exc:
+                    self.problems.append(f"could not restore {entry.key}: {exc}")
+
+    async def _restore(self, entry: SessionEntry) -> None:
+        assert self.session is not None
+        prios = {i: PiecePriority(p) for i, p in entry.priorities.items()}
+        if entry.torrent_file is not None:
+            data = await asyncio.to_thread(self.session.read_torrent, entry.torrent_file)
+            mi = Metainfo.from_bytes(data)
+            t = await self.client.add_metainfo(mi, download_dir=entry.download_dir)
+        else:
+            assert entry.magnet is not None
+            t = await self._add_magnet(entry.magnet, entry.download_dir)
+        self._entries[t.info_hash] = entry
+        self._apply_priorities(t, prios)
+        if entry.sequential:
+            t.set_sequential(True)
+        if entry.first_last:
+            t.set_first_last_pieces_first(True)
+        if entry.download_limit is not None or entry.upload_limit is not None:
+            self._limits[t.info_hash] = (entry.download_limit, entry.upload_limit)
+        if entry.paused:
+            t.pause()
+
+    async def close(self) -> None:
+        if self._save_task is not None:
+            try:
+                await self._save_task
+            except Exception:  # pragma: no cover - logged by _save
+                pass
+        await self._save_now()
+        await self.client.close()
+
+    def subscribe(self) -> Subscription:
+        return self.client.bus.subscribe()
+
+    # ------------------------------------------------------------------ getters
+
+    def torrents(self) -> tuple[TorrentRow, ...]:
+        return self.client.snapshot().torrents
+
+    def status(self) -> GlobalStatus:
+        snap = self.client.snapshot()
+        now = time.monotonic()
+        if now - self._disk_checked > DISK_REFRESH_SECONDS:
+            self._disk_checked = now
+            try:
+                self._disk_free = shutil.disk_usage(self.config.download_dir).free
+            except OSError:
+                self._disk_free = None
+        errors = sum(1 for t in self.client.torrents.values() if t.state is TorrentState.ERROR)
+        return GlobalStatus(
+            down_rate=snap.down_rate,
+            up_rate=snap.up_rate,
+            download_limit=_as_limit(self.client.download_bucket.rate),
+            upload_limit=_as_limit(self.client.upload_bucket.rate),
+            peers=snap.peers,
+            listen_port=self.client.listen_port,
+            free_disk=self._disk_free,
+            session_downloaded=snap.bytes_downloaded,
+            session_uploaded=snap.bytes_uploaded,
+            errors=errors + self._errors,
+            dht_nodes=snap.dht_nodes,
+        )
+
+    def details(self, ih: InfoHash) -> TorrentDetails | None:
+        t = self.client.torrent(ih)
+        if t is None:
+            return None
+        if getattr(t, "info", None) is None:  # a magnet still fetching its metadata
+            return TorrentDetails(ih, (), self._peer_rows(t), tuple(t.trackers()), None, None)
+        down, up = self._limits.get(ih, (None, None))
+        return TorrentDetails(
+            info_hash=ih,
+            files=self._file_rows(t),
+            peers=self._peer_rows(t),
+            trackers=tuple(t.trackers()),
+            pieces=self._piece_map(t),
+            info=self._info_view(t),
+            sequential=t.sequential,
+            first_last=any(f.first_last_pieces_first for f in t.files),
+            download_limit=down,
+            upload_limit=up,
+        )
+
+    @staticmethod
+    def _file_rows(t: Torrent) -> tuple[FileRow, ...]:
+        prefix = t.name + "/"
+        rows = []
+        for f in t.files:
+            pieces = t._file_pieces(f)
+            path = f.path.removeprefix(prefix) if len(t.files) > 1 else f.path
+            rows.append(
+                FileRow(
+                    index=f.index,
+                    path=path,
+                    size=f.length,
+                    bytes_done=f.bytes_completed(),
+                    priority=f.priority,
+                    first_piece=pieces.start,
+                    last_piece=max(pieces.start, pieces.stop - 1),
+                )
+            )
+        return tuple(rows)
+
+    @staticmethod
+    def _peer_rows(t: Torrent) -> tuple[PeerRow, ...]:
+        now = time.monotonic()
+        rows = []
+        n = max(1, t.num_pieces) if getattr(t, "info", None) is not None else 1
+        for p in t.peers:
+            conn = p.proto.conn if p.proto is not None else None
+            has = p.has.count() / n if p.has is not None else 0.0
+            rows.append(
+                PeerRow(
+                    address=p.address,
+                    client=p.client,
+                    source=p.source,
+                    transport="tcp",
+                    encrypted=False,
+                    progress=1.0 if p.is_seed else has,
+                    down_rate=p.down_rate.rate(now),
+                    up_rate=p.up_rate.rate(now),
+                    am_choking=conn.am_choking if conn else True,
+                    am_interested=conn.am_interested if conn else False,
+                    peer_choking=conn.peer_choking if conn else True,
+                    peer_interested=conn.peer_interested if conn else False,
+                    requests_outstanding=t.picker.outstanding_count(p),
+                )
+            )
+        return tuple(rows)
+
+    @staticmethod
+    def _piece_map(t: Torrent) -> PieceMap:
+        n = t.num_pieces
+        cells = bytearray(n)
+        avail = bytearray(n)
+        picker = t.picker
+        for i in range(n):
+            cells[i] = piece_cell(t._piece_state(i))
+            avail[i] = min(255, picker.availability(i))
+        starts = tuple(t._file_pieces(f).start for f in t.files)
+        return PieceMap(bytes(cells), bytes(avail), starts)
+
+    def _info_view(self, t: Torrent) -> TorrentInfoView:
+        mi = t.metainfo
+        ih = t.info_hash
+        root = t.layout.root if t.layout.root is not None else self.config.download_dir
+        try:
+            magnet = Magnet(ih, display_name=t.name).uri()
+        except MagnetError:
+            magnet = ""
+        return TorrentInfoView(
+            name=t.name,
+            info_hash_v1=ih.v1.hex() if ih.v1 else None,
+            info_hash_v2=ih.v2.hex() if ih.v2 else None,
+            size=t.length,
+            piece_length=t.info.piece_length,
+            num_pieces=t.num_pieces,
+            save_path=str(root),
+            comment=mi.comment,
+            created_by=mi.created_by,
+            creation_date=mi.creation_date,
+            private=t.info.private,
+            magnet=magnet,
+        )
+
+    def preview_priorities(
+        self, ih: InfoHash, indices: Sequence[int], prio: PiecePriority
+    ) -> tuple[int, int]:
+        t = self.client.torrent(ih)
+        if t is None or getattr(t, "info", None) is None:
+            return 0, 0
+        return priority_change(
+            self._file_rows(t), t.info.piece_length, t.length, indices, PiecePriority(prio)
+        )
+
+    # ------------------------------------------------------------------ adding
+
+    async def add(
+        self,
+        source: str,
+        *,
+        download_dir: str | None = None,
+        file_priorities: dict[int, PiecePriority] | None = None,
+        peers: Sequence[tuple[str, int]] = (),
+    ) -> InfoHash:
+        kind = classify_source(source)
+        entry: SessionEntry
+        if kind == "magnet":
+            t = await self._add_magnet(source.strip(), download_dir)
+            entry = SessionEntry(key=t.info_hash.hex(), magnet=source.strip())
+        else:
+            if kind == "url":
+                data = await self._download(source.strip())
+            else:
+                try:
+                    data = await asyncio.to_thread(Path(source).expanduser().read_bytes)
+                except OSError as exc:
+                    raise TorrentError(f"cannot read {source}: {exc.strerror or exc}") from exc
+            try:
+                mi = Metainfo.from_bytes(data)
+            except MetainfoError as exc:
+                raise TorrentError(f"{source}: not a valid torrent: {exc}") from exc
+            t = await self.client.add_metainfo(mi, download_dir=download_dir)
+            entry = SessionEntry(key=t.info_hash.hex())
+            if self.session is not None:
+                entry.torrent_file = await asyncio.to_thread(
+                    self.session.store_torrent, entry.key, data
+                )
+        # Priorities go in before the first await after adding: no peer can
+        # have been asked for data yet, so skipped files are never fetched.
+        if file_priorities:
+            self._apply_priorities(t, file_priorities)
+        entry.download_dir = download_dir
+        old = self._entries.get(t.info_hash)
+        if old is None or kind != "magnet" or old.torrent_file is None:
+            self._entries[t.info_hash] = entry
+        self._remember_priorities(t)
+        if peers:
+            t.add_peers(peers)
+        self._schedule_save()
+        return t.info_hash
+
+    async def _add_magnet(self, uri: str, download_dir: str | None) -> Torrent:
+        try:
+            magnet = parse_magnet(uri)
+        except MagnetError as exc:
+            raise TorrentError(f"not a valid magnet link: {exc}") from exc
+        existing = self.client.torrent(magnet.info_hash)
+        if existing is not None:
+            return existing
+        add_magnet: Any = getattr(self.client, "add_magnet", None)
+        if add_magnet is None:
+            raise TorrentError(
+                "magnet links need metadata exchange, which this engine does not offer yet"
+            )
+        kwargs: dict[str, Any] = {}
+        if download_dir is not None:
+            kwargs["download_dir"] = download_dir
+        torrent: Torrent = await add_magnet(uri, **kwargs)
+        return torrent
+
+    async def fetch_metadata(self, magnet: str) -> tuple[FileRow, ...]:
+        """Add the magnet with nothing wanted, wait for its info, list its files."""
+        t = await self._add_magnet(magnet.strip(), None)
+        wait_info: Any = getattr(t, "wait_info", None)
+        if wait_info is not None:
+            await wait_info()
+        # Nothing is wanted until the user picks (add() then sets priorities).
+        for f in t.files:
+            f.set_priority(PiecePriority.NONE)
+        return self._file_rows(t)
+
+    async def _download(self, url: str) -> bytes:
+        import aiohttp
+
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+                http.get(url) as resp,
+            ):
+                if resp.status != 200:
+                    raise TorrentError(f"{url}: HTTP {resp.status}")
+                data = await resp.content.read(MAX_TORRENT_DOWNLOAD + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TorrentError(f"{url}: {exc or type(exc).__name__}") from exc
+        if len(data) > MAX_TORRENT_DOWNLOAD:
+            raise TorrentError(f"{url}: larger than {MAX_TORRENT_DOWNLOAD} bytes")
+        return data
+
+    # ------------------------------------------------------------------ actions
+
+    def _torrent(self, ih: InfoHash) -> Torrent:
+        t = self.client.torrent(ih)
+        if t is None:
+            raise TorrentError(f"no torrent {ih.hex()}")
+        return t
+
+    async def pause(self, ih: InfoHash) -> None:
+        self._torrent(ih).pause()
+        self._update_entry(ih, paused=True)
+
+    async def resume(self, ih: InfoHash) -> None:
+        self._torrent(ih).resume()
+        self._update_entry(ih, paused=False)
+
+    async def recheck(self, ih: InfoHash) -> None:
+        await self._torrent(ih).verify_data()
+
+    async def remove(self, ih: InfoHash, delete_data: bool) -> None:
+        t = self._torrent(ih)
+        root = Path(t.layout.root) if t.layout.root is not None else None
+        paths = [root / f.path for f in t.files] if delete_data and root is not None else []
+        await self.client.remove_torrent(ih)
+        entry = self._entries.pop(ih, None)
+        self._limits.pop(ih, None)
+        if entry is not None and entry.torrent_file and self.session is not None:
+            await asyncio.to_thread(self.session.forget_torrent, entry.torrent_file)
+        if paths:
+            assert root is not None
+            await asyncio.to_thread(_delete_files, paths, root / t.name)
+        self._schedule_save()
+
+    async def set_file_priorities(
+        self, ih: InfoHash, indices: Sequence[int], prio: PiecePriority
+    ) -> None:
+        t = self._torrent(ih)
+        self._apply_priorities(t, dict.fromkeys(indices, PiecePriority(prio)))
+        self._remember_priorities(t)
+        self._schedule_save()
+
+    async def set_sequential(self, ih: InfoHash, on: bool) -> None:
+        self._torrent(ih).set_sequential(on)
+        self._update_entry(ih, sequential=on)
+
+    async def set_first_last(self, ih: InfoHash, on: bool) -> None:
+        self._torrent(ih).set_first_last_pieces_first(on)
+        self._update_entry(ih, first_last=on)
+
+    async def stream_file(self, ih: InfoHash, index: int) -> None:
+        """Sequential order plus first/last pieces first, for one file played while fetched."""
+        t = self._torrent(ih)
+        target = next((f for f in t.files if f.index == index), None)
+        if target is None:
+            raise TorrentError(f"no file {index} in {t.name}")
+        if target.priority == PiecePriority.NONE:
+            target.set_priority(PiecePriority.NORMAL)
+        target.set_first_last_pieces_first(True)
+        t.set_sequential(True)
+        self._remember_priorities(t)
+        self._update_entry(ih, sequential=True)
+
+    async def set_limits(self, download: int | None, upload: int | None) -> None:
+        self.client.set_rate_limits(download=download, upload=upload)
+
+    async def set_torrent_limits(
+        self, ih: InfoHash, download: int | None, upload: int | None
+    ) -> None:
+        """Remember per-torrent limits; the engine enforces only the global buckets so far."""
+        self._torrent(ih)
+        self._limits[ih] = (download, upload)
+        self._update_entry(ih, download_limit=download, upload_limit=upload)
+
+    # ------------------------------------------------------------------ session
+
+    @staticmethod
+    def _apply_priorities(t: Torrent, prios: dict[int, PiecePriority]) -> None:
+        by_index = {f.index: f for f in t.files}
+        for index, prio in prios.items():
+            f = by_index.get(index)
+            if f is not None:
+                f.set_priority(PiecePriority(prio))
+
+    def _remember_priorities(self, t: Torrent) -> None:
+        entry = self._entries.get(t.info_hash)
+        if entry is not None:
+            entry.priorities = {
+                f.index: int(f.priority) for f in t.files if f.priority != PiecePriority.NORMAL
+            }
+
+    def _update_entry(self, ih: InfoHash, **changes: Any) -> None:
+        entry = self._entries.get(ih)
+        if entry is not None:
+            for name, value in changes.items():
+                setattr(entry, name, value)
+            self._schedule_save()
+
+    def _schedule_save(self) -> None:
+        if self.session is None:
+            return
+        if self._save_task is None or self._save_task.done():
+            self._save_task = asyncio.get_running_loop().create_task(self._save_soon())
+
+    async def _save_soon(self) -> None:
+        await asyncio.sleep(0.2)  # coalesce bursts (a folder of priority changes)
+        await self._save_now()
+
+    async def _save_now(self) -> None:
+        if self.session is None:
+            return
+        entries = [SessionEntry(**_fields(e)) for e in self._entries.values()]
+        async with self._save_lock:
+            try:
+                await asyncio.to_thread(self.session.save, entries)
+            except OSError as exc:
+                self._errors += 1
+                log.warning("cannot save the session: %s", exc)
+
+
+def _fields(entry: SessionEntry) -> dict[str, Any]:
+    """A copy of an entry's fields, so the worker thread never sees a later change."""
+    return {
+        "key": entry.key,
+        "torrent_file": entry.torrent_file,
+        "magnet": entry.magnet,
+        "download_dir": entry.download_dir,
+        "priorities": dict(entry.priorities),
+        "paused": entry.paused,
+        "sequential": entry.sequential,
+        "first_last": entry.first_last,
+        "download_limit": entry.download_limit,
+        "upload_limit": entry.upload_limit,
+    }
+
+
+def _as_limit(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _delete_files(paths: list[Path], top: Path) -> None:
+    """Delete a removed torrent's files, then the directories they leave empty."""
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot delete %s: %s", path, exc)
+    dirs = sorted({p.parent for p in paths}, key=lambda d: len(d.parts), reverse=True)
+    for d in dirs:
+        while d != top.parent and d.is_relative_to(top):
+            try:
+                d.rmdir()
+            except OSError:
+                break
+            d = d.parent
