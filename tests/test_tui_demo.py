@@ -1,0 +1,326 @@
+"""The offline demo swarm (``torrent-tui --demo``): it starts, serves, bans, and cleans up.
+
+Every test starts the real swarm (four seeding clients and the tracker on
+127.0.0.1, about 40 MiB of generated content) in a temporary directory and
+downloads from it with a real client, as the app's engine would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from core.client import Client
+from core.config import ClientConfig
+from core.events import PeerConnected, PeerSource, PieceHashFailed
+from core.magnet import parse_magnet
+from core.metainfo import Metainfo
+from core.stats import TorrentState
+from core.storage import Layout
+from core.tracker import announce, scrape
+from core.tracker.types import AnnounceEvent, AnnounceRequest
+from core.types import PiecePriority
+from tests.support.engine import tree_digest
+from tui.demo import (
+    DEMO_DOWNLOAD_LIMIT,
+    CorruptingStorage,
+    Demo,
+    DemoEngine,
+    demo_session,
+    start_demo,
+)
+from tui.demo_tracker import DemoTracker
+
+pytestmark = pytest.mark.timeout(60)
+
+LOOPBACK = "127.0.0.1"
+
+
+def _refused(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port any more."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((LOOPBACK, port)) != 0
+
+
+def _other_tasks() -> set[asyncio.Task[object]]:
+    current = asyncio.current_task()
+    return {t for t in asyncio.all_tasks() if t is not current and not t.done()}
+
+
+async def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def _tracker_free(demo: Demo, name: str) -> Metainfo:
+    """A demo torrent's metainfo without its tracker, so only the peers we name are dialled."""
+    return dataclasses.replace(demo.torrent(name).metainfo, announce_list=())
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+async def test_demo_starts_and_stops_cleanly() -> None:
+    before = _other_tasks()
+    async with asyncio.timeout(30):
+        async with demo_session() as demo:
+            root = demo.root
+            assert root.is_dir()
+            ports = [port for _, port in demo.peers.values()] + [demo.tracker.port]
+            assert len(set(ports)) == len(ports) == 5
+            assert set(demo.seeders) == {"alice", "bob", "slow", "mallory"}
+            # Every seeder finished checking: it seeds all of its torrents.
+            for t in demo.torrents:
+                assert t.torrent_file.is_file()
+                for name in t.seeders:
+                    seeded = demo.seeders[name].torrent(t.info_hash)
+                    assert seeded is not None and seeded.state is TorrentState.SEEDING, name
+                # ... and reached the tracker, so a newcomer finds it at once.
+                swarm = demo.tracker.swarms[t.info_hash.wire]
+                ports_known = {port for _, port, _ in swarm.peers.values()}
+                assert ports_known == {demo.peers[n][1] for n in t.seeders}
+            for port in ports:
+                assert not _refused(port)
+    assert not root.exists(), "the temporary directory must be removed"
+    for port in ports:
+        assert _refused(port), f"port {port} still listening after close"
+    await asyncio.sleep(0)
+    assert _other_tasks() <= before, _other_tasks() - before
+
+
+async def test_content_is_varied_and_deterministic(tmp_path: Path) -> None:
+    async with asyncio.timeout(30):
+        demo = await start_demo(tmp_path / "a")
+        try:
+            names = [t.name for t in demo.torrents]
+            digests = tree_digest(demo.content_dir)
+            sizes = {t.name: t.metainfo.info.length for t in demo.torrents}
+            files = {t.name: len(t.metainfo.info.files) for t in demo.torrents}
+            hashes = [t.info_hash for t in demo.torrents]
+        finally:
+            await demo.close()
+        # Nested folders, a single file, many small files; tens of MiB in all.
+        movie = demo.torrent("Open Movie Project").metainfo.info
+        assert max(len(f.path) for f in movie.files) >= 3
+        assert any(n == 1 for n in files.values())
+        assert max(files.values()) >= 40
+        assert 20 << 20 <= sum(sizes.values()) <= 80 << 20
+        # The movie's "Making Of" is the file the demo user skips.
+        (skip,) = demo.torrent("Open Movie Project").skip
+        assert movie.files[skip].path[-1] == "Making Of.mp4"
+        # Same names, same bytes, same torrents on every run.
+        again = await start_demo(tmp_path / "b")
+        try:
+            assert [t.name for t in again.torrents] == names
+            assert [t.info_hash for t in again.torrents] == hashes
+            assert tree_digest(again.content_dir) == digests
+        finally:
+            await again.close()
+
+
+async def test_everything_stays_on_loopback(tmp_path: Path) -> None:
+    async with asyncio.timeout(30):
+        demo = await start_demo(tmp_path)
+        try:
+            for name, client in demo.seeders.items():
+                cfg = client.config
+                assert cfg.listen_addresses == (LOOPBACK,), name
+                assert not cfg.dht and not cfg.pex, name
+                bound = [s.getsockname()[0] for srv in client._servers for s in srv.sockets]
+                assert bound == [LOOPBACK], name
+                assert cfg.data_dir.is_relative_to(tmp_path)
+                assert cfg.download_dir.is_relative_to(tmp_path)
+            assert urlsplit(demo.tracker.url).hostname == LOOPBACK
+            for t in demo.torrents:
+                for url in t.metainfo.trackers:
+                    assert urlsplit(url).hostname == LOOPBACK
+                if t.magnet is not None:
+                    m = parse_magnet(t.magnet)
+                    assert all(host == LOOPBACK for host, _ in m.peer_addresses)
+                    assert all(urlsplit(u).hostname == LOOPBACK for u in m.trackers)
+            for swarm in demo.tracker.swarms.values():
+                assert {host for host, _, _ in swarm.peers.values()} == {LOOPBACK}
+            user = demo.user_config()
+            assert user.listen_addresses == (LOOPBACK,)
+            assert not user.dht and not user.pex
+            assert user.data_dir.is_relative_to(tmp_path)
+            assert user.download_dir.is_relative_to(tmp_path)
+            assert user.download_rate_limit == DEMO_DOWNLOAD_LIMIT
+        finally:
+            await demo.close()
+    with pytest.raises(ValueError, match="loopback"):
+        DemoTracker("0.0.0.0")
+
+
+# --------------------------------------------------------------------------- the swarm at work
+
+
+async def test_bad_peer_is_banned_and_honest_peers_complete(tmp_path: Path) -> None:
+    async with asyncio.timeout(40):
+        demo = await start_demo(tmp_path)
+        client = Client(demo.user_config(download_rate_limit=None))
+        try:
+            await client.start()
+            sub = client.bus.subscribe(kinds=[PieceHashFailed])
+            name = "Open Movie Project"
+            # Only the bad peer first: every piece it sends alone is its own.
+            t = await client.add_metainfo(_tracker_free(demo, name), peers=[demo.bad_peer])
+            bad_ip, bad_port = demo.bad_peer
+            await _until(lambda: client.is_banned(bad_ip, bad_port), 20, "the bad peer's ban")
+            reason = client.banned[f"{bad_ip}:{bad_port}"]
+            assert "failed their hash check" in reason
+            failed = []
+            while (event := sub.get_nowait()) is not None:
+                assert isinstance(event, PieceHashFailed)
+                failed.append(event)
+            assert len(failed) >= 2
+            assert all(e.peers == (demo.bad_peer,) for e in failed)
+            storage = demo.storages[("mallory", t.info_hash)]
+            assert storage.pieces_corrupted >= 2
+            assert not any(p.address == demo.bad_peer for p in t.peers)
+            # Now the honest seeders: the download completes and matches the source.
+            t.add_peers([demo.peers["alice"], demo.peers["bob"], demo.bad_peer])
+            await asyncio.wait_for(t.wait_complete(), 20)
+            assert t.state is TorrentState.SEEDING
+            got = tree_digest(client.config.download_dir / name)
+            assert got == tree_digest(demo.content_dir / name)
+            assert not any(p.address == demo.bad_peer for p in t.peers)
+        finally:
+            await client.close()
+            await demo.close()
+
+
+async def test_peers_are_found_through_the_tracker(tmp_path: Path) -> None:
+    async with asyncio.timeout(40):
+        demo = await start_demo(tmp_path)
+        client = Client(demo.user_config(download_rate_limit=None))
+        try:
+            await client.start()
+            sub = client.bus.subscribe(kinds=[PeerConnected])
+            album = demo.torrent("Photo Album 2023")
+            t = await client.add_torrent_file(album.torrent_file)  # no peers given
+            await asyncio.wait_for(t.wait_complete(), 20)
+            assert tree_digest(client.config.download_dir / album.name) == tree_digest(
+                demo.content_dir / album.name
+            )
+            (status,) = t.trackers()
+            assert status.last_result == "ok"
+            assert status.seeders == len(album.seeders)
+            assert status.peers_received == len(album.seeders)
+            connected = []
+            while (event := sub.get_nowait()) is not None:
+                assert isinstance(event, PeerConnected)
+                connected.append(event)
+            # Every seeder of the album was found through the tracker.
+            assert {e.source for e in connected} == {PeerSource.TRACKER}
+            by_port = {port: name for name, (_, port) in demo.peers.items()}
+            assert {by_port[e.address[1]] for e in connected} == set(album.seeders)
+            # The tracker learnt of us too (as a leecher, then completed).
+            swarm = demo.tracker.swarms[album.info_hash.wire]
+            assert client.peer_id in swarm.peers
+        finally:
+            await client.close()
+            await demo.close()
+
+
+async def test_tracker_speaks_bep3_and_bep48() -> None:
+    tracker = DemoTracker()
+    await tracker.start()
+    try:
+        ih = bytes(range(20))  # not valid text in any encoding: must survive as bytes
+        seed_id, leech_id = b"-PY0100-seed00000001", b"-PY0100-\xff\xfe\x00leech0000"
+
+        async def ann(peer_id: bytes, port: int, left: int, event: AnnounceEvent) -> object:
+            req = AnnounceRequest(ih, peer_id, port, left=left, event=event)
+            return await announce(tracker.url, req)
+
+        first = await ann(seed_id, 6001, 0, AnnounceEvent.STARTED)
+        assert first.peers == ()  # type: ignore[attr-defined]
+        second = await ann(leech_id, 6002, 100, AnnounceEvent.STARTED)
+        assert second.peers == ((LOOPBACK, 6001),)  # type: ignore[attr-defined]
+        assert (second.seeders, second.leechers) == (1, 1)  # type: ignore[attr-defined]
+        await ann(leech_id, 6002, 0, AnnounceEvent.COMPLETED)
+        figures = await scrape(tracker.url, [ih])
+        assert (figures[ih].seeders, figures[ih].leechers, figures[ih].completed) == (2, 0, 1)
+        await ann(seed_id, 6001, 0, AnnounceEvent.STOPPED)
+        third = await ann(leech_id, 6002, 0, AnnounceEvent.NONE)
+        assert third.peers == ()  # type: ignore[attr-defined]
+        assert list(tracker.swarms[ih].peers) == [leech_id]
+    finally:
+        await tracker.close()
+    assert _refused(tracker.port)
+
+
+def test_corrupting_storage_fools_downloaders_not_itself(tmp_path: Path) -> None:
+    from core.create import create_torrent
+
+    data = bytes(range(256)) * 1024  # 256 KiB, 4 pieces of 64 KiB
+    (tmp_path / "f.bin").write_bytes(data)
+    mi = create_torrent(tmp_path / "f.bin", piece_length=1 << 16)
+    storage = CorruptingStorage(Layout.from_info(mi.info, tmp_path), lambda p: p == 1)
+    try:
+        for p in range(4):
+            # Its own check passes: it believes it has every piece.
+            assert storage.hash_piece(p) == mi.info.piece_hash_v1(p)
+        assert storage.read_piece(0) == data[: 1 << 16]
+        sent = storage.read_piece(1)
+        assert len(sent) == 1 << 16 and sent != data[1 << 16 : 2 << 16]
+        assert hashlib.sha1(sent).digest() != mi.info.piece_hash_v1(1)
+        # Every 16 KiB block is damaged, so each one a downloader takes is wrong.
+        for begin in range(0, 1 << 16, 1 << 14):
+            assert storage.read_block(1, begin, 1 << 14) != data[(1 << 16) + begin :][: 1 << 14]
+    finally:
+        storage.close()
+
+
+# --------------------------------------------------------------------------- the demo engine
+
+
+async def test_demo_engine_adds_every_torrent_with_the_skip(tmp_path: Path) -> None:
+    engine = DemoEngine(tmp_path, download_rate_limit=None)
+    async with asyncio.timeout(40):
+        try:
+            await engine.start()
+            demo = engine.demo
+            assert demo is not None
+            rows = {r.info_hash: r for r in engine.torrents()}
+            assert set(rows) == {t.info_hash for t in demo.torrents}
+            movie = demo.torrent("Open Movie Project")
+            details = engine.details(movie.info_hash)
+            assert details is not None
+            prios = {f.index: f.priority for f in details.files}
+            assert [i for i, p in prios.items() if p == PiecePriority.NONE] == list(movie.skip)
+            # The user's client is the engine's, configured inside the demo root.
+            cfg: ClientConfig = engine.client.config
+            assert cfg.data_dir.is_relative_to(tmp_path)
+            assert cfg.download_dir.is_relative_to(tmp_path)
+            album = demo.torrent("Photo Album 2023")
+            t = engine.client.torrent(album.info_hash)
+            assert t is not None
+            await asyncio.wait_for(t.wait_complete(), 20)
+        finally:
+            await engine.close()
+    assert demo is not None
+    for port in [p for _, p in demo.peers.values()] + [demo.tracker.port]:
+        assert _refused(port)
+
+
+async def test_demo_engine_is_rate_limited_by_default(tmp_path: Path) -> None:
+    engine = DemoEngine(tmp_path, add_torrents=False)
+    try:
+        assert engine.client.config.download_rate_limit == DEMO_DOWNLOAD_LIMIT
+        assert engine.client.download_bucket.rate == DEMO_DOWNLOAD_LIMIT
+    finally:
+        await engine.client.close()
