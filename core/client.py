@@ -19,11 +19,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .bus import EventBus
 from .config import ClientConfig, generate_peer_id
 from .errors import RemoteProtocolError, TorrentError
 from .events import ClientSnapshot, TorrentAdded, TorrentRemoved, TorrentRow
+from .magnet import Magnet
 from .metainfo import Metainfo
 from .net.peer_io import PeerProtocol
 from .peer import Peer
@@ -34,6 +36,9 @@ from .torrent import Torrent
 from .tracker import TrackerTransports
 from .types import InfoHash
 from .wire import Event, HandshakeReceived, PeerConnection, RemoteInfoHash
+
+if TYPE_CHECKING:
+    from .magnet_phase import StorageFactory
 
 log = logging.getLogger(__name__)
 
@@ -273,15 +278,33 @@ class Client:
         torrent.add_peers(peers)
         return torrent
 
-    async def add_info_hash(self, info_hash: InfoHash) -> Torrent:
-        """Look up a torrent by info-hash; without metadata support (magnets) it must exist."""
-        existing = self.torrents.get(info_hash)
-        if existing is None:
-            raise TorrentError(
-                f"{info_hash.hex()}: adding a torrent by info-hash alone needs metadata "
-                "exchange (magnet links), which is not available yet"
-            )
-        return existing
+    async def add_magnet(
+        self,
+        uri: str | Magnet,
+        *,
+        download_dir: str | Path | None = None,
+        storage: StorageFactory | None = None,
+        peers: Sequence[tuple[str, int]] = (),
+    ) -> Torrent:
+        """Add a torrent from a magnet link; its info dict is fetched from peers.
+
+        The torrent is returned at once, in ``FETCHING_METADATA``;
+        ``await t.wait_info()`` waits for the info dict.  Peers come from
+        ``x.pe``, the ``tr`` trackers, PEX and ``peers``.  ``storage`` builds
+        the storage once the layout is known (default: the config's).  A
+        torrent already here (by either hash) is returned with the magnet's
+        trackers and peers added.  Raises :class:`~core.errors.MagnetError`
+        for a malformed link.  See :mod:`core.magnet_phase`.
+        """
+        from .magnet_phase import add_magnet
+
+        return await add_magnet(self, uri, download_dir=download_dir, storage=storage, peers=peers)
+
+    async def add_info_hash(
+        self, info_hash: InfoHash, *, download_dir: str | Path | None = None
+    ) -> Torrent:
+        """Add a torrent by info-hash alone (a magnet without trackers or peers)."""
+        return await self.add_magnet(Magnet(info_hash), download_dir=download_dir)
 
     async def remove_torrent(self, info_hash: InfoHash) -> None:
         torrent = self.torrents.pop(info_hash, None)
@@ -383,7 +406,7 @@ class Client:
                     info_hash=t.info_hash,
                     name=t.name,
                     state=t.state,
-                    progress=done / t.length if t.length else 1.0,
+                    progress=done / t.length if t.length else float(t.has_info),
                     size=t.length,
                     bytes_done=done,
                     down_rate=down,

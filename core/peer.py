@@ -115,6 +115,8 @@ class Peer:
         self.last_block_at = self.connected_at
         self.upload_queue: list[Request] = []
         self.hash_failures = 0
+        #: Our bitfield went out; before a magnet's info is known and checked it waits.
+        self.have_set_sent = False
 
     def __repr__(self) -> str:
         return f"<Peer {self.address[0]}:{self.address[1]} {self.client or '?'}>"
@@ -175,16 +177,24 @@ class Peer:
         if ev.reqq:
             self.remote_reqq = max(1, min(ev.reqq, 2000))
             self._pipeline_until = -1.0
+        self.torrent._ext.on_handshake(self, ev)
+
+    # Before a magnet's info dict is known, the connection keeps the have-set
+    # (it cannot be checked yet) and core.magnet_phase replays it.
 
     def _on_bitfield(self, ev: Bitfield) -> None:
-        self.has = ev.bits
         t = self.torrent
+        if not t.has_info:
+            return
+        self.has = ev.bits
         t.picker.peer_bitfield(ev.bits)
         self.is_seed = ev.bits.all()
         t._update_interest(self)
 
     def _on_have_all(self, ev: HaveAll) -> None:
         t = self.torrent
+        if not t.has_info:
+            return
         self.has = bitarray(t.num_pieces, endian="big")
         self.has.setall(1)
         self.is_seed = True
@@ -193,11 +203,15 @@ class Peer:
 
     def _on_have_none(self, ev: HaveNone) -> None:
         t = self.torrent
+        if not t.has_info:
+            return
         self.has = bitarray(t.num_pieces, endian="big")
         self.has.setall(0)
 
     def _on_have(self, ev: Have) -> None:
         t = self.torrent
+        if not t.has_info:
+            return
         if self.has is None:
             self.has = bitarray(t.num_pieces, endian="big")
             self.has.setall(0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Self
 
 
@@ -99,6 +99,8 @@ class TorrentStats(ConnStats):
     connected_seeders: int = 0
     half_open_peers: int = 0
     pieces_complete: int = 0
+    #: Connected peers by how we learned of them (``PeerSource`` values).
+    peers_by_source: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

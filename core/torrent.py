@@ -37,9 +37,12 @@ from .events import (
     TorrentStateChanged,
 )
 from .files import File, Piece
+from .info import Info
+from .magnet import Magnet
 from .metainfo import Metainfo
 from .net.peer_io import PeerProtocol
 from .peer import Peer
+from .peer_extensions import PeerExtensions
 from .picker import Picker
 from .piecestate import PieceState, PieceStateRun, piece_state_runs
 from .reader import ReadaheadFunc, Reader
@@ -55,7 +58,6 @@ from .wire import (
     Cancel,
     Choke,
     ExtendedMessage,
-    ExtensionHandshake,
     Have,
     HaveAll,
     HaveNone,
@@ -84,38 +86,56 @@ TICK_SECONDS = 1.0
 REDIAL_INTERVAL = 30.0
 #: Piece state changes are batched onto the bus at most this often.
 PIECE_EVENT_INTERVAL = 0.25
+#: ``left`` announced while a magnet's size is unknown: "a lot", so trackers
+#: treat us as a leecher and hand out seeds (0 would say we are a seed).
+UNKNOWN_LEFT = 1 << 40
 
 Address = tuple[str, int]
 
 
 class Torrent:
-    """A torrent in a :class:`~core.client.Client`."""
+    """A torrent in a :class:`~core.client.Client`.
+
+    A torrent added from a magnet link starts without its info dict: it is
+    in ``FETCHING_METADATA`` with no ``info``, ``metainfo``, ``storage`` or
+    ``layout`` (``has_info`` is False, ``files`` is empty and the picker is
+    an empty placeholder) until :mod:`core.magnet_phase` completes it with
+    ``_init_info``; ``wait_info()`` waits for that.
+    """
+
+    metainfo: Metainfo
+    info: Info
+    storage: Storage
+    layout: Layout
 
     def __init__(
         self,
         client: Client,
-        metainfo: Metainfo,
-        storage: Storage,
-        layout: Layout,
+        metainfo: Metainfo | None,
+        storage: Storage | None,
+        layout: Layout | None,
         completion: CompletionStore | None,
+        *,
+        magnet: Magnet | None = None,
     ) -> None:
         self.client = client
-        self.metainfo = metainfo
-        self.info = metainfo.info
-        self.info_hash: InfoHash = metainfo.info_hash
-        self.storage = storage
-        self.layout = layout
+        self.magnet = magnet
+        self.has_info = False
+        if metainfo is not None:
+            self.info_hash: InfoHash = metainfo.info_hash
+            announce_list = metainfo.announce_list
+        else:
+            if magnet is None:
+                raise TypeError("a Torrent needs a metainfo or a magnet")
+            self.info_hash = magnet.info_hash
+            announce_list = tuple((url,) for url in magnet.trackers)
         self.completion = completion
         cfg = client.config
-        info = self.info
-        self.picker = Picker(
-            info.num_pieces,
-            info.piece_length,
-            info.length,
-            max_unverified_bytes=cfg.max_unverified_bytes,
-        )
+        self.picker = Picker(0, 1, 0)  # replaced by _init_info
         self.choker = Choker(cfg.unchoke_slots, time.monotonic())
-        self._state = TorrentState.CHECKING
+        self._state = (
+            TorrentState.CHECKING if metainfo is not None else TorrentState.FETCHING_METADATA
+        )
         self.error: str | None = None
         self.added_at = time.time()
         self.peers: dict[Peer, None] = {}
@@ -146,15 +166,11 @@ class Torrent:
         self._rechoke_handle: asyncio.Handle | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._started = False
-        self.files: list[File] = [
-            File(self, i, entry, "/".join((info.name, *entry.path)))
-            for i, entry in enumerate(info.files)
-            if not entry.is_padding
-        ]
-        self._files_by_index = {f.index: f for f in self.files}
+        self.files: list[File] = []
+        self._files_by_index: dict[int, File] = {}
         # Announces to the torrent's trackers (BEP 12), started after checking.
         self._trackers = TrackerDriver(
-            Announcer(metainfo.announce_list, random.Random(), now=time.monotonic()),
+            Announcer(announce_list, random.Random(), now=time.monotonic()),
             info_hash=self.info_hash,
             build_request=self._announce_request,
             on_peers=lambda peers: self.add_peers(peers, PeerSource.TRACKER),
@@ -163,6 +179,32 @@ class Torrent:
         )
         # Readers' windows, waiters and piece-state feeds (core/streaming.py).
         self._streaming = Streaming(self)
+        # ut_metadata and ut_pex (core/peer_extensions.py).
+        self._ext = PeerExtensions(self)
+        if metainfo is not None:
+            assert storage is not None and layout is not None
+            self._init_info(metainfo, storage, layout)
+
+    def _init_info(self, metainfo: Metainfo, storage: Storage, layout: Layout) -> None:
+        """Everything that needs the info dict (at once, or when a magnet's arrives)."""
+        cfg = self.client.config
+        self.metainfo = metainfo
+        self.info = info = metainfo.info
+        self.storage = storage
+        self.layout = layout
+        self.picker = Picker(
+            info.num_pieces,
+            info.piece_length,
+            info.length,
+            max_unverified_bytes=cfg.max_unverified_bytes,
+        )
+        self.files = [
+            File(self, i, entry, "/".join((info.name, *entry.path)))
+            for i, entry in enumerate(info.files)
+            if not entry.is_padding
+        ]
+        self._files_by_index = {f.index: f for f in self.files}
+        self.has_info = True
         if cfg.sequential_download:
             self.picker.set_sequential(True)
         if cfg.first_last_pieces_first:
@@ -172,11 +214,14 @@ class Torrent:
 
     @property
     def name(self) -> str:
-        return self.info.name
+        if self.has_info:
+            return self.info.name
+        assert self.magnet is not None
+        return self.magnet.display_name or self.info_hash.hex()
 
     @property
     def num_pieces(self) -> int:
-        return self.info.num_pieces
+        return self.info.num_pieces if self.has_info else 0
 
     @property
     def state(self) -> TorrentState:
@@ -184,7 +229,7 @@ class Torrent:
 
     @property
     def length(self) -> int:
-        return self.info.total_size
+        return self.info.total_size if self.has_info else 0
 
     def piece(self, index: int) -> Piece:
         if not 0 <= index < self.num_pieces:
@@ -240,6 +285,19 @@ class Torrent:
         self._streaming.subs.add(sub)
         return sub
 
+    async def wait_info(self) -> None:
+        """Wait until the info dict is known (at once unless added from a magnet).
+
+        Raises if the torrent fails or is dropped first.
+        """
+        while not self.has_info:
+            if self._state is TorrentState.ERROR:
+                raise TorrentError(f"{self.name}: {self.error}")
+            if self._closed:
+                raise TorrentError(f"{self.name}: dropped")
+            self._state_changed.clear()
+            await self._state_changed.wait()
+
     async def wait_complete(self) -> None:
         """Wait until every wanted piece is verified; raises if the torrent fails or is dropped."""
         while True:
@@ -268,6 +326,8 @@ class Torrent:
         s.half_open_peers = len(self._half_open)
         s.connected_seeders = seeds
         s.pieces_complete = self.picker.num_have
+        for p in self.peers:
+            s.peers_by_source[p.source] = s.peers_by_source.get(p.source, 0) + 1
         return s
 
     def rates(self) -> tuple[float, float]:
@@ -309,6 +369,8 @@ class Torrent:
 
     async def verify_data(self) -> None:
         """Rehash every piece from disk, forgetting what was known."""
+        if not self.has_info:
+            return  # nothing on disk can be known yet
         self._set_state(TorrentState.CHECKING)
         self._bufs.clear()
         self._contributors.clear()
@@ -360,13 +422,13 @@ class Torrent:
             port=self.client.listen_port,
             uploaded=s.bytes_written_data,
             downloaded=s.bytes_read_useful_data,
-            left=self.bytes_missing(),
+            left=self.bytes_missing() if self.has_info else UNKNOWN_LEFT,
             event=event,
             key=self.client.tracker_key,
         )
 
     def _is_seed(self) -> bool:
-        return self.picker.num_have == self.num_pieces
+        return self.has_info and self.picker.num_have == self.num_pieces
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -407,6 +469,7 @@ class Torrent:
             return
         self._closed = True
         self._state_changed.set()
+        self._ext.close()
         self._streaming.close(f"{self.name}: torrent dropped")
         self._disconnect_all("torrent closed")
         # "stopped" announces run while the rest closes, bounded by their timeout.
@@ -417,6 +480,9 @@ class Torrent:
             self._tick_task.cancel()
         await asyncio.gather(*self._dial_tasks, *self._tasks, return_exceptions=True)
         self._flush_piece_events()
+        if not self.has_info:
+            await announcing
+            return
         try:
             await self._flush_storage()
             if self.completion is not None:
@@ -426,6 +492,8 @@ class Torrent:
             await announcing
 
     async def _flush_storage(self) -> None:
+        if not self.has_info:
+            return
         try:
             await asyncio.to_thread(self.storage.flush)
             if self.completion is not None:
@@ -434,6 +502,8 @@ class Torrent:
             log.warning("%s: flush failed: %s", self.name, exc)
 
     def _active_state(self) -> TorrentState:
+        if not self.has_info:
+            return TorrentState.FETCHING_METADATA
         if self.picker.is_complete():
             return TorrentState.SEEDING
         return TorrentState.DOWNLOADING
@@ -638,7 +708,7 @@ class Torrent:
     # ------------------------------------------------------------------ peers
 
     def _maybe_dial(self) -> None:
-        if self._closed or self._state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+        if self._closed or self._state not in _CONNECTING_STATES:
             return
         cfg = self.client.config
         seeding = self._state is TorrentState.SEEDING
@@ -683,7 +753,7 @@ class Torrent:
         return PeerConnection(
             self.client.peer_id,
             info_hash,
-            self.info if info_hash is not None else None,
+            self.info if info_hash is not None and self.has_info else None,
             max_queue=cfg.request_queue_len,
             now=time.monotonic(),
             keepalive_interval=cfg.keepalive_interval,
@@ -701,13 +771,13 @@ class Torrent:
     def accept_incoming(self, proto: PeerProtocol) -> bool:
         """An incoming connection asked for this torrent; False to refuse it."""
         cfg = self.client.config
-        if self._closed or self._state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+        if self._closed or self._state not in _CONNECTING_STATES:
             return False
         if len(self.peers) + len(self._half_open) >= cfg.max_connections_per_torrent:
             return False
         peer = Peer(self, proto.address, PeerSource.INCOMING, incoming=True)
         self.attach(peer, proto)
-        proto.accept(self.info)
+        proto.accept(self.info if self.has_info else None)
         return True
 
     def _keep_new_duplicate(self, new: Peer, old: Peer) -> bool:
@@ -743,32 +813,39 @@ class Torrent:
         peer.active = True
         self.peers[peer] = None
         conn = proto.conn
+        if self.has_info and conn.lengths is None:
+            conn.set_lengths(self.info)  # dialled or accepted before a magnet's info arrived
         msgs: list[object] = []
         if conn.extended_enabled:
-            msgs.append(
-                ExtensionHandshake(
-                    m={},
-                    v=self.client.config.client_name,
-                    reqq=self.client.config.request_queue_len,
-                    p=self.client.listen_port or None,
-                )
-            )
-        have = self.picker.have_bitfield()
-        if conn.fast_enabled and have.all():
-            msgs.append(HaveAll())
-        elif conn.fast_enabled and not have.any():
-            msgs.append(HaveNone())
-        elif have.any():
-            msgs.append(Bitfield(have))
+            msgs.append(self._ext.handshake())
+        if self._started:
+            # Before the info dict is known and checked (a magnet), the
+            # have-set waits: see core.magnet_phase.
+            msgs += self._have_set(peer)
         proto.send_many(msgs)  # type: ignore[arg-type]
         self.client.bus.publish(
             PeerConnected(self.info_hash, peer.address, peer.client, peer.source)
         )
         self._rechoke_soon()
 
+    def _have_set(self, peer: Peer) -> list[Bitfield | HaveAll | HaveNone]:
+        """Our bitfield (or BEP 6 have all/none) for a peer that has not had it yet."""
+        assert peer.proto is not None
+        fast = peer.proto.conn.fast_enabled
+        peer.have_set_sent = True
+        have = self.picker.have_bitfield()
+        if fast and have.all():
+            return [HaveAll()]
+        if fast and not have.any():
+            return [HaveNone()]
+        if have.any():
+            return [Bitfield(have)]
+        return []
+
     def _peer_closed(self, peer: Peer, reason: str) -> None:
         self._half_open.pop(peer.address, None)
         if peer.active:
+            self._ext.peer_closed(peer)
             peer.active = False
             self.peers.pop(peer, None)
             peer.sync_io_counters()
@@ -870,6 +947,8 @@ class Torrent:
         self._rechoke(time.monotonic())
 
     def _rechoke(self, now: float) -> None:
+        if not self.has_info:
+            return  # nothing to upload yet: leave everyone choked
         cfg = self.client.config
         seeding = self._state is TorrentState.SEEDING
         views = []
@@ -1171,5 +1250,12 @@ class Torrent:
             self._send_block(peer, req, data)
 
     def _extended_message(self, peer: Peer, msg: ExtendedMessage) -> None:
-        # ut_metadata and ut_pex arrive with the magnet issue.
-        return
+        self._ext.on_message(peer, msg)
+
+
+#: States in which the torrent dials and accepts peers.
+_CONNECTING_STATES = (
+    TorrentState.DOWNLOADING,
+    TorrentState.SEEDING,
+    TorrentState.FETCHING_METADATA,
+)
