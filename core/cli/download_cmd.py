@@ -42,7 +42,9 @@ from ..events import PeerConnected, PeerDisconnected
 from ..metainfo import Metainfo
 from ..stats import TorrentState
 from ..torrent import Torrent
+from ..types import PiecePriority
 from . import fmt
+from .file_select import match_files
 from .inputs import read_input
 from .usage import UsageError
 
@@ -109,6 +111,8 @@ def build_config(args: argparse.Namespace, out: Path) -> ClientConfig:
         "no_upload": args.no_upload,
         "download_rate_limit": _rate(args.download_rate),
         "upload_rate_limit": _rate(args.upload_rate),
+        "sequential_download": getattr(args, "sequential", False),
+        "first_last_pieces_first": getattr(args, "first_last", False),
     }
     if args.listen:
         values["listen_addresses"] = tuple(args.listen)
@@ -125,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.torrent:
         mi = load_torrent(path)
         metainfos.setdefault(mi.info_hash.wire, mi)
+    selected = select_files(list(metainfos.values()), getattr(args, "file", []))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     config = build_config(args, out)
@@ -136,8 +141,35 @@ def run(args: argparse.Namespace) -> int:
         verify=args.verify,
         connect_timeout=args.connect_timeout,
         progress=None if args.quiet else Progress(sys.stderr),
+        files=selected,
     )
     return asyncio.run(session.run())
+
+
+def select_files(metainfos: list[Metainfo], paths: list[str]) -> dict[bytes, list[int]] | None:
+    """``--file``: per torrent (by wire info-hash), the files to fetch; None: everything.
+
+    Each path must name a file in some torrent given; a torrent none of the
+    paths names is fetched whole (``--file`` narrows the torrents it names).
+    """
+    if not paths:
+        return None
+    out: dict[bytes, list[int]] = {}
+    for path in paths:
+        errors = []
+        for mi in metainfos:
+            try:
+                (index,) = match_files(mi.info, [path])
+            except UsageError as exc:
+                errors.append(str(exc))
+                continue
+            chosen = out.setdefault(mi.info_hash.wire, [])
+            if index not in chosen:
+                chosen.append(index)
+            break
+        else:
+            raise UsageError(errors[0] if len(errors) == 1 else f"--file {path!r}: in no torrent")
+    return out
 
 
 # --------------------------------------------------------------------- progress
@@ -227,6 +259,7 @@ class Session:
         connect_timeout: float = 30.0,
         progress: Progress | None = None,
         stream: TextIO | None = None,
+        files: dict[bytes, list[int]] | None = None,
     ) -> None:
         self.config = config
         self.metainfos = metainfos
@@ -236,6 +269,7 @@ class Session:
         self.connect_timeout = connect_timeout
         self.progress = progress
         self.stream = stream or sys.stderr
+        self.files = files
         self.stop = asyncio.Event()
         self.signal: int | None = None
         self.watch = _PeerWatch()
@@ -269,6 +303,12 @@ class Session:
         torrents: list[Torrent] = []
         for mi in self.metainfos:
             t = await client.add_metainfo(mi, verify=self.verify, peers=self.peers)
+            chosen = None if self.files is None else self.files.get(mi.info_hash.wire)
+            if chosen is not None:
+                # Before any peer connects: dials are tasks that have not run yet.
+                for f in t.files:
+                    wanted = f.index in chosen
+                    f.set_priority(PiecePriority.NORMAL if wanted else PiecePriority.NONE)
             torrents.append(t)
             if self.stop.is_set():
                 break

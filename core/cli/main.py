@@ -144,8 +144,84 @@ def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="S",
         help="fail when no peer is connected for this long while incomplete (0: wait forever)",
     )
+    p.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="fetch only this file (its path in the torrent, with or without the torrent's "
+        "name); repeat for more",
+    )
+    p.add_argument(
+        "--sequential", action="store_true", help="fetch pieces in order (streaming a whole file)"
+    )
+    p.add_argument(
+        "--first-last",
+        action="store_true",
+        help="fetch each file's first and last pieces before the rest (media indexes)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(handler="core.cli.download_cmd:run")
+
+
+def _add_cat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "cat",
+        help="stream one file of a torrent to stdout while it downloads",
+        description=(
+            "Write one file's bytes to stdout, fetching only what is read "
+            "(e.g. torrent cat x.torrent movie.mkv | mpv -)."
+        ),
+    )
+    p.add_argument("torrent", metavar="TORRENT", help="path to a .torrent file")
+    p.add_argument("path", metavar="PATH", help="the file's path in the torrent")
+    p.add_argument(
+        "--offset", type=_parse_size, default=0, metavar="N", help="start at byte N of the file"
+    )
+    p.add_argument(
+        "--length", type=_parse_size, default=None, metavar="N", help="write at most N bytes"
+    )
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a peer to connect to (IPv6 as [ADDR]:PORT); repeat for more",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="keep the fetched data here (default: a temporary directory, removed at exit)",
+    )
+    p.add_argument(
+        "--readahead",
+        type=_parse_size,
+        default=None,
+        metavar="N",
+        help="bytes to fetch ahead of the reading (default: grows while reading on)",
+    )
+    p.add_argument(
+        "--port", type=int, default=0, metavar="N", help="listen port (default: any free port)"
+    )
+    p.add_argument(
+        "--listen", action="append", default=[], metavar="ADDR", help="address to listen on"
+    )
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="where piece completion is kept (default: with the data)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="fail when no peer is connected for this long (0: wait forever)",
+    )
+    p.set_defaults(handler="core.cli.cat_cmd:run")
 
 
 def _add_tracker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -218,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_create(sub)
     _add_bencode(sub)
     _add_download(sub)
+    _add_cat(sub)
     _add_tracker(sub)
     return parser
 

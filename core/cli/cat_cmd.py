@@ -1,0 +1,172 @@
+"""``torrent cat TORRENT PATH [--offset N] [--length N]``: stream one file to stdout.
+
+Only what is read is fetched: every file starts at priority NONE and a
+:class:`~core.reader.Reader` on the named file drives the download (the
+piece under it first, then a readahead that grows while reading goes on
+contiguously), so ``torrent cat x.torrent movie.mkv | mpv -`` starts playing
+after the first pieces, not after the whole file.
+
+Data goes to a temporary directory that is removed at exit, unless ``-o DIR``
+keeps it (a later run then reads verified pieces from disk instead of the
+network).  Output is written from a worker thread, so a slow consumer (a
+paused player) never stalls the engine; it only stops the reading, and with
+it the readahead.  A consumer that goes away (``| head``) ends the command
+quietly with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from ..client import Client
+from ..config import ClientConfig
+from ..errors import TorrentError
+from ..metainfo import Metainfo
+from ..reader import Reader
+from ..stats import TorrentState
+from ..torrent import Torrent
+from ..types import PiecePriority
+from .download_cmd import REDIAL_INTERVAL, STATE_DIR_ENV, load_torrent, parse_peer
+from .file_select import match_files
+from .usage import UsageError
+
+#: Bytes handed to the output per write.
+WRITE_SIZE = 1 << 20
+#: How often the command checks for lost peers while a read waits.
+POLL_INTERVAL = 0.25
+
+Address = tuple[str, int]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.torrent.startswith("magnet:"):
+        raise TorrentError(
+            "magnet links are not supported by cat yet (metadata exchange is pending); "
+            "give a .torrent file"
+        )
+    if args.offset < 0:
+        raise UsageError("--offset must not be negative")
+    if args.length is not None and args.length < 0:
+        raise UsageError("--length must not be negative")
+    peers = [parse_peer(p) for p in args.peer]
+    mi = load_torrent(args.torrent)
+    (index,) = match_files(mi.info, [args.path], what="path")
+    with tempfile.TemporaryDirectory(prefix="torrent-cat-") as tmp:
+        out_dir = Path(args.output) if args.output else Path(tmp) / "data"
+        state = args.state_dir or os.environ.get(STATE_DIR_ENV) or Path(tmp) / "state"
+        values: dict[str, object] = {
+            "data_dir": Path(state),
+            "download_dir": out_dir,
+            "listen_port": args.port,
+            "seed": False,
+        }
+        if args.listen:
+            values["listen_addresses"] = tuple(args.listen)
+        config = ClientConfig(**values)  # type: ignore[arg-type]
+        cat = Cat(
+            config,
+            mi,
+            index,
+            peers,
+            offset=args.offset,
+            length=args.length,
+            readahead=args.readahead,
+            connect_timeout=args.connect_timeout,
+        )
+        return asyncio.run(cat.run(sys.stdout.buffer))
+
+
+class Cat:
+    """One run of ``torrent cat``."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        metainfo: Metainfo,
+        file_index: int,
+        peers: list[Address],
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        readahead: int | None = None,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.metainfo = metainfo
+        self.file_index = file_index
+        self.peers = peers
+        self.offset = offset
+        self.length = length
+        self.readahead = readahead
+        self.connect_timeout = connect_timeout
+
+    async def run(self, out: BinaryIO) -> int:
+        async with Client(self.config) as client:
+            t = await client.add_metainfo(self.metainfo)
+            for f in t.files:
+                f.set_priority(PiecePriority.NONE)
+            t.add_peers(self.peers)
+            if not self.peers and not t.trackers():
+                raise TorrentError(
+                    "no peers to read from: give --peer HOST:PORT "
+                    "(the torrent has no trackers and the DHT is not supported yet)"
+                )
+            f = next(f for f in t.files if f.index == self.file_index)
+            end = f.length if self.length is None else min(f.length, self.offset + self.length)
+            try:
+                await self._copy(t, f.new_reader(readahead=self.readahead), end, out)
+            except BrokenPipeError:
+                _silence_stdout(out)
+        return 0
+
+    async def _copy(self, t: Torrent, reader: Reader, end: int, out: BinaryIO) -> None:
+        async with reader:
+            pos = reader.seek(self.offset)
+            last_peer = time.monotonic()
+            last_offer = time.monotonic()
+            while pos < end:
+                read = asyncio.ensure_future(reader.read(min(WRITE_SIZE, end - pos)))
+                try:
+                    while not read.done():
+                        await asyncio.wait({read}, timeout=POLL_INTERVAL)
+                        now = time.monotonic()
+                        if t.peers or t.state is TorrentState.CHECKING:
+                            last_peer = now
+                        elif now - last_offer >= REDIAL_INTERVAL:
+                            last_offer = now
+                            t.add_peers(self.peers)
+                        if self.connect_timeout and now - last_peer >= self.connect_timeout:
+                            raise TorrentError(
+                                f"no peer reachable for {self.connect_timeout:g}s "
+                                f"({pos} of {end - self.offset} bytes written)"
+                            )
+                finally:
+                    if not read.done():
+                        read.cancel()
+                data = read.result()
+                if not data:
+                    break
+                await asyncio.to_thread(_write, out, data)
+                pos += len(data)
+
+
+def _write(out: BinaryIO, data: bytes) -> None:
+    out.write(data)
+    out.flush()
+
+
+def _silence_stdout(out: BinaryIO) -> None:
+    """The reader went away: make the interpreter's final flush quiet too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
