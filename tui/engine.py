@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.bus import Subscription
+from core.choker import is_snubbed
 from core.client import Client
 from core.config import ClientConfig
 from core.errors import MagnetError, MetainfoError, TorrentError
@@ -70,6 +71,8 @@ class Engine(Protocol):
     ) -> InfoHash: ...
 
     async def fetch_metadata(self, magnet: str) -> tuple[FileRow, ...]: ...
+
+    async def discard_metadata(self, source: str) -> None: ...
 
     async def pause(self, ih: InfoHash) -> None: ...
 
@@ -141,6 +144,39 @@ def priority_change(
     return len(changed), nbytes
 
 
+def files_of(mi: Metainfo) -> tuple[FileRow, ...]:
+    """The payload files of a parsed torrent, as the add dialog lists them (nothing done)."""
+    info = mi.info
+    single = len(info.payload_files()) == 1
+    rows = []
+    for index, entry in enumerate(info.files):
+        if entry.is_padding:
+            continue
+        pieces = info.file_pieces(index) if entry.length else range(0)
+        first = pieces.start if pieces else 0
+        path = "/".join(entry.path) if entry.path and not single else info.name
+        rows.append(
+            FileRow(
+                index=index,
+                path=path,
+                size=entry.length,
+                bytes_done=0,
+                priority=PiecePriority.NORMAL,
+                first_piece=first,
+                last_piece=max(first, pieces.stop - 1) if pieces else first,
+            )
+        )
+    return tuple(rows)
+
+
+def _is_magnet(uri: str) -> bool:
+    try:
+        parse_magnet(uri)
+    except MagnetError:
+        return False
+    return True
+
+
 def piece_cell(state: PieceState) -> PieceCell:
     """How one engine piece state shows on the piece map."""
     if state.complete:
@@ -182,6 +218,7 @@ class RealEngine:
         self.session = session
         self._entries: dict[InfoHash, SessionEntry] = {}
         self._limits: dict[InfoHash, tuple[int | None, int | None]] = {}
+        self._pending_magnets: dict[str, InfoHash] = {}
         self._save_task: asyncio.Task[None] | None = None
         self._save_lock = asyncio.Lock()
         self._disk_free: int | None = None
@@ -328,6 +365,14 @@ class RealEngine:
                     peer_choking=conn.peer_choking if conn else True,
                     peer_interested=conn.peer_interested if conn else False,
                     requests_outstanding=t.picker.outstanding_count(p),
+                    incoming=p.incoming,
+                    snubbed=conn is not None
+                    and is_snubbed(
+                        now,
+                        p.last_block_at,
+                        we_are_interested=conn.am_interested,
+                        peer_chokes_us=conn.peer_choking,
+                    ),
                 )
             )
         return tuple(rows)
@@ -391,15 +436,10 @@ class RealEngine:
         entry: SessionEntry
         if kind == "magnet":
             t = await self._add_magnet(source.strip(), download_dir)
+            self._pending_magnets.pop(source.strip(), None)
             entry = SessionEntry(key=t.info_hash.hex(), magnet=source.strip())
         else:
-            if kind == "url":
-                data = await self._download(source.strip())
-            else:
-                try:
-                    data = await asyncio.to_thread(Path(source).expanduser().read_bytes)
-                except OSError as exc:
-                    raise TorrentError(f"cannot read {source}: {exc.strerror or exc}") from exc
+            data = await self._read_source(source, kind)
             try:
                 mi = Metainfo.from_bytes(data)
             except MetainfoError as exc:
@@ -444,15 +484,48 @@ class RealEngine:
         return torrent
 
     async def fetch_metadata(self, magnet: str) -> tuple[FileRow, ...]:
-        """Add the magnet with nothing wanted, wait for its info, list its files."""
-        t = await self._add_magnet(magnet.strip(), None)
+        """The files of a source before adding it, for the add dialog's file picker.
+
+        A ``.torrent`` file or URL is only parsed.  A magnet must be added to
+        fetch its metadata from the swarm: it joins with nothing wanted, and
+        :meth:`add` (the user's pick) or :meth:`discard_metadata` (cancel)
+        settles it.
+        """
+        kind = classify_source(magnet)
+        if kind != "magnet":
+            data = await self._read_source(magnet, kind)
+            try:
+                mi = Metainfo.from_bytes(data)
+            except MetainfoError as exc:
+                raise TorrentError(f"{magnet}: not a valid torrent: {exc}") from exc
+            return files_of(mi)
+        uri = magnet.strip()
+        known = self.client.torrent(parse_magnet(uri).info_hash) if _is_magnet(uri) else None
+        t = await self._add_magnet(uri, None)
+        if known is None:
+            self._pending_magnets[uri] = t.info_hash
         wait_info: Any = getattr(t, "wait_info", None)
         if wait_info is not None:
             await wait_info()
-        # Nothing is wanted until the user picks (add() then sets priorities).
-        for f in t.files:
-            f.set_priority(PiecePriority.NONE)
+        if known is None:
+            # Nothing is wanted until the user picks (add() then sets priorities).
+            for f in t.files:
+                f.set_priority(PiecePriority.NONE)
         return self._file_rows(t)
+
+    async def discard_metadata(self, source: str) -> None:
+        """The user cancelled after :meth:`fetch_metadata`: drop a magnet it added."""
+        ih = self._pending_magnets.pop(source.strip(), None)
+        if ih is not None and ih not in self._entries and self.client.torrent(ih) is not None:
+            await self.client.remove_torrent(ih)
+
+    async def _read_source(self, source: str, kind: str) -> bytes:
+        if kind == "url":
+            return await self._download(source.strip())
+        try:
+            return await asyncio.to_thread(Path(source.strip()).expanduser().read_bytes)
+        except OSError as exc:
+            raise TorrentError(f"cannot read {source}: {exc.strerror or exc}") from exc
 
     async def _download(self, url: str) -> bytes:
         import aiohttp

@@ -111,7 +111,7 @@ def _file_tree(name: str, count: int, piece_length: int) -> tuple[FileRow, ...]:
     offset = 0
     for i in range(count):
         folder = folders[i % len(folders)] if count > 1 else ""
-        size = (i * 7919 % 13 + 1) * piece_length + (i * 104729 % piece_length) + 1
+        size = (i * 7919 % 13 + 1) * 23 * piece_length + (i * 104729 % piece_length) + 1
         path = f"{folder}{name}-part{i + 1:02d}.bin" if count > 1 else f"{name}.bin"
         first = offset // piece_length
         last = (offset + size - 1) // piece_length
@@ -164,7 +164,7 @@ class FakeEngine:
         word = _WORDS[n % len(_WORDS)]
         kind = _KINDS[(n // len(_WORDS) + n) % len(_KINDS)]
         name = name or f"{word}-{kind}-{n + 1:04d}"
-        piece_length = 1 << (15 + n % 5)
+        piece_length = 1 << (17 + n % 4)
         files = _file_tree(word, max(1, self.script.files - n % 4), piece_length)
         size = sum(f.size for f in files)
         state = _STATES[n % len(_STATES)]
@@ -237,6 +237,8 @@ class FakeEngine:
         ft = self._get(ih)
         old = ft.row.state
         ft.row = replace(ft.row, state=state, error=error)
+        if state is TorrentState.PAUSED:
+            ft.row = replace(ft.row, down_rate=0.0, up_rate=0.0, peers=0, seeds=0, eta=None)
         self.emit(TorrentStateChanged(ih, old, state, error))
 
     def info_hashes(self) -> list[InfoHash]:
@@ -427,7 +429,9 @@ class FakeEngine:
         ft.row = replace(ft.row, state=TorrentState.DOWNLOADING, bytes_done=0, progress=0.0)
         files = ft.files
         if file_priorities:
-            files = tuple(replace(f, priority=file_priorities.get(f.index, f.priority)) for f in files)
+            files = tuple(
+                replace(f, priority=file_priorities.get(f.index, f.priority)) for f in files
+            )
         ft.files = self._done_files(files, 0)
         self.emit(TorrentAdded(ft.row.info_hash, ft.row.name))
         return ft.row.info_hash
@@ -439,6 +443,9 @@ class FakeEngine:
         self._raise("fetch_metadata")
         n = self._next
         return _file_tree(_WORDS[n % len(_WORDS)], self.script.files, 1 << 16)
+
+    async def discard_metadata(self, source: str) -> None:
+        self.calls.append(("discard_metadata", source))
 
     async def pause(self, ih: InfoHash) -> None:
         self.calls.append(("pause", ih))

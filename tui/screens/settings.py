@@ -1,0 +1,137 @@
+"""The settings screen: edit, validate and return a new configuration.
+
+Validation is the engine's own: the edited values go through
+:func:`dataclasses.replace` on :class:`ClientConfig` (whose
+``__post_init__`` checks everything) and :class:`TuiSettings`, so the
+screen can never accept what the engine would refuse on the next start.
+The first problem is shown under the form and nothing is returned until it
+is fixed.  The app applies what it can live (limits, theme, refresh rate)
+and saves the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, Select
+
+from core.config import ClientConfig
+from core.errors import ConfigError
+from tui import format as fmt
+from tui.settings import THEMES, Settings, TuiSettings
+
+
+def _rate_text(value: int | None) -> str:
+    return "" if value is None else f"{value / 1024:g} KiB" if value % 1024 == 0 else f"{value} B"
+
+
+class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
+    """The form (see the module docstring)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s", "save", "Save"),
+    ]
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(id="settings-dialog")
+        self.settings = settings
+
+    def compose(self) -> ComposeResult:
+        c = self.settings.client
+        t = self.settings.tui
+        with Vertical(classes="dialog", id="settings-box"):
+            yield Label("Settings", classes="dialog-title")
+            yield Label(str(self.settings.path), id="settings-path", classes="dim")
+            with Grid(id="settings-grid"):
+                yield Label("Download directory")
+                yield Input(str(c.download_dir), id="set-download_dir", compact=True)
+                yield Label("Listen port (0 = any)")
+                yield Input(str(c.listen_port), id="set-listen_port", type="integer", compact=True)
+                yield Label("Max connections")
+                yield Input(
+                    str(c.max_connections), id="set-max_connections", type="integer", compact=True
+                )
+                yield Label("Max connections per torrent")
+                yield Input(
+                    str(c.max_connections_per_torrent),
+                    id="set-max_connections_per_torrent",
+                    type="integer",
+                    compact=True,
+                )
+                yield Label("Download limit (empty = unlimited)")
+                yield Input(
+                    _rate_text(c.download_rate_limit), id="set-download_rate_limit", compact=True
+                )
+                yield Label("Upload limit (empty = unlimited)")
+                yield Input(
+                    _rate_text(c.upload_rate_limit), id="set-upload_rate_limit", compact=True
+                )
+                yield Label("Seed after downloading")
+                yield Checkbox("", c.seed, id="set-seed", compact=True)
+                yield Label("Refresh rate (per second)")
+                yield Input(
+                    f"{t.refresh_rate:g}", id="set-refresh_rate", type="number", compact=True
+                )
+                yield Label("Theme")
+                yield Select(
+                    [(name, name) for name in THEMES],
+                    value=t.theme,
+                    allow_blank=False,
+                    id="set-theme",
+                    compact=True,
+                )
+            yield Label("", id="settings-error", classes="error")
+            with Horizontal(classes="buttons"):
+                yield Button("Save (ctrl+s)", variant="primary", id="settings-save")
+                yield Button("Cancel", id="settings-cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#set-download_dir", Input).focus()
+
+    def _value(self, name: str) -> str:
+        return self.query_one(f"#set-{name}", Input).value.strip()
+
+    def validate(self) -> tuple[ClientConfig, TuiSettings]:
+        """The edited settings; raises :class:`ConfigError` naming the first bad field."""
+        changes: dict[str, Any] = {"download_dir": self._value("download_dir")}
+        for name in ("listen_port", "max_connections", "max_connections_per_torrent"):
+            text = self._value(name)
+            try:
+                changes[name] = int(text)
+            except ValueError:
+                raise ConfigError(f"{name}: {text!r} is not a whole number") from None
+        for name in ("download_rate_limit", "upload_rate_limit"):
+            try:
+                changes[name] = fmt.parse_rate(self._value(name))
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        changes["seed"] = self.query_one("#set-seed", Checkbox).value
+        client = replace(self.settings.client, **changes)
+        text = self._value("refresh_rate")
+        try:
+            rate = float(text)
+        except ValueError:
+            raise ConfigError(f"refresh_rate: {text!r} is not a number") from None
+        theme = self.query_one("#set-theme", Select).value
+        tui = TuiSettings(refresh_rate=rate, theme=str(theme))
+        return client, tui
+
+    @on(Button.Pressed, "#settings-save")
+    def action_save(self) -> None:
+        try:
+            result = self.validate()
+        except ConfigError as exc:
+            self.query_one("#settings-error", Label).update(f"✗ {exc}")
+            return
+        self.dismiss(result)
+
+    @on(Button.Pressed, "#settings-cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
