@@ -50,6 +50,7 @@ from textual.widgets import Static, Tree
 from textual.widgets._tree import TreeNode
 
 from core.types import PiecePriority
+from tui.format import percent
 from tui.format import size as fmt_size
 from tui.model import FileRow
 
@@ -306,7 +307,7 @@ class FileTreeView(Tree[_Entry]):
             " ",
             ("━" * done, component("file-tree--bar-done")),
             ("━" * (_BAR_W - done), component("file-tree--bar-todo")),
-            (f"{entry.progress * 100:5.1f}%".rjust(_PCT_W), component("file-tree--percent")),
+            (percent(entry.progress).rjust(_PCT_W), component("file-tree--percent")),
             " ",
             (
                 prio_name.center(_PRIO_W),
@@ -379,11 +380,12 @@ class FileTreeView(Tree[_Entry]):
 
 
 class _PreviewBar(Static):
-    """One line under the tree: what a pending priority change would do, with apply/cancel links."""
+    """Under the tree: what a pending priority change would do, with apply/cancel links."""
 
     DEFAULT_CSS = """
     _PreviewBar {
-        height: 1;
+        height: auto;
+        max-height: 3;
         display: none;
         background: $boost;
         padding: 0 1;
@@ -510,6 +512,8 @@ class FileTree(Widget, can_focus=False):
             self._signature = signature
             self._rebuild(files)
             return
+        nodes = self._node_by_path
+        before = {path: node.data.shown() for path, node in nodes.items() if node.data}
         changed = False
         for f in files:
             entry = self._by_index[f.index]
@@ -519,9 +523,8 @@ class FileTree(Widget, can_focus=False):
                 changed = True
         if not changed or self._root_entry is None:
             return
-        before = {path: node.data.shown() for path, node in self._node_by_path.items() if node.data}
         _aggregate(self._root_entry)
-        for path, node in self._node_by_path.items():
+        for path, node in nodes.items():
             if node.data is not None and node.data.shown() != before[path]:
                 node.refresh()
 
