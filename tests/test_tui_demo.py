@@ -324,3 +324,26 @@ async def test_demo_engine_is_rate_limited_by_default(tmp_path: Path) -> None:
         assert engine.client.download_bucket.rate == DEMO_DOWNLOAD_LIMIT
     finally:
         await engine.client.close()
+
+
+async def test_the_magnet_torrent_fetches_metadata_and_completes(tmp_path: Path) -> None:
+    if not hasattr(Client, "add_magnet"):
+        pytest.skip("the engine cannot add magnet links")
+    engine = DemoEngine(tmp_path, download_rate_limit=None)
+    async with asyncio.timeout(40):
+        try:
+            await engine.start()
+            demo = engine.demo
+            assert demo is not None
+            (offered,) = [t for t in demo.torrents if t.magnet is not None]
+            assert offered.source == offered.magnet
+            m = parse_magnet(offered.source)
+            assert m.info_hash == offered.info_hash
+            assert m.peer_addresses == (demo.peers[offered.seeders[0]],)
+            t = engine.client.torrent(offered.info_hash)
+            assert t is not None
+            await asyncio.wait_for(t.wait_complete(), 20)
+            got = tree_digest(engine.config.download_dir / offered.name)
+            assert got == tree_digest(demo.content_dir / offered.name)
+        finally:
+            await engine.close()

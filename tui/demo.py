@@ -31,7 +31,7 @@ import asyncio
 import random
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,7 @@ __all__ = [
     "DemoTorrent",
     "demo_session",
     "demo_user_config",
+    "run_demo_app",
     "start_demo",
 ]
 
@@ -506,3 +507,22 @@ class DemoEngine(RealEngine):
         finally:
             if self.demo is not None:
                 await self.demo.close()
+
+
+def run_demo_app(sources: Sequence[str] = ()) -> int:
+    """``torrent-tui --demo [SOURCE ...]``: the app on the real engine, fed by the demo swarm.
+
+    Everything lives in a temporary directory removed on exit, whatever the
+    way out.  The settings screen edits a settings object pointing into that
+    directory and never saves: the user's real config file is not touched.
+    """
+    from .app import TorrentApp
+    from .settings import Settings, TuiSettings
+
+    with tempfile.TemporaryDirectory(prefix="torrent-tui-demo-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
+        engine = DemoEngine(root)
+        settings = Settings(engine.config, TuiSettings(), root / "config.toml")
+        app = TorrentApp(engine, settings=settings, sources=sources, persist_settings=False)
+        app.run()
+    return 0
