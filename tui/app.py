@@ -54,8 +54,6 @@ class TorrentCommands(Provider):
         assert isinstance(app, TorrentApp)
         out: list[tuple[str, str, Callable[[], Any]]] = []
         for a in ACTIONS:
-            if app.check_action(a.name, ()) is False:
-                continue
             out.append((a.label, a.description, partial(app.run_action, a.name)))
         for name in FILTERS:
             out.append((f"Filter: {name}", f"Show {name} torrents", partial(app.set_filter, name)))

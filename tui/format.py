@@ -138,6 +138,8 @@ def parse_rate(text: str) -> int | None:
     }
     number = t.rstrip("abcdefghijklmnopqrstuvwxyz ")
     unit = t[len(number) :].strip()
+    if not number.strip():
+        raise ValueError(f"{text!r} is not a rate (try 500 KiB or 2 MiB)")
     if unit and unit not in units:
         raise ValueError(f"unknown unit {unit!r}: use B, KiB, MiB or GiB")
     try:

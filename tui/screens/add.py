@@ -172,6 +172,8 @@ class AddTorrentScreen(ModalScreen[AddRequest | None]):
             Selection(f"{f.path}  [dim]{fmt.size(f.size)}[/]", f.index, True) for f in files
         )
         picker.display = True
+        if files:
+            picker.highlighted = 0
         picker.focus()
         self._summarise()
 
