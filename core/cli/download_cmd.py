@@ -39,6 +39,7 @@ from ..client import Client
 from ..config import ClientConfig, default_data_dir
 from ..errors import BencodeError, MetainfoError, TorrentError
 from ..events import PeerConnected, PeerDisconnected
+from ..magnet import Magnet, parse_magnet
 from ..metainfo import Metainfo
 from ..stats import TorrentState
 from ..torrent import Torrent
@@ -93,6 +94,11 @@ def _rate(value: int | None) -> int | None:
     return value or None
 
 
+def is_magnet(text: str) -> bool:
+    """Does a command argument look like a magnet link rather than a path?"""
+    return text.strip().lower().startswith("magnet:")
+
+
 def load_torrent(path: str) -> Metainfo:
     """Read and parse a .torrent, naming the file in any error."""
     try:
@@ -126,7 +132,11 @@ def run(args: argparse.Namespace) -> int:
     if args.connect_timeout < 0:
         raise UsageError("--connect-timeout must not be negative")
     metainfos: dict[bytes, Metainfo] = {}
+    magnets: list[Magnet] = []
     for path in args.torrent:
+        if is_magnet(path):
+            magnets.append(parse_magnet(path))  # --file applies to .torrent files only
+            continue
         mi = load_torrent(path)
         metainfos.setdefault(mi.info_hash.wire, mi)
     selected = select_files(list(metainfos.values()), getattr(args, "file", []))
@@ -142,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         connect_timeout=args.connect_timeout,
         progress=None if args.quiet else Progress(sys.stderr),
         files=selected,
+        magnets=magnets,
     )
     return asyncio.run(session.run())
 
@@ -216,13 +227,15 @@ def status_line(torrents: list[Torrent], client: Client, *, seeding: bool = True
         up += u
         peers += len(t.peers)
     remaining = sum(t.picker.wanted_remaining_bytes() for t in torrents)
-    frac = done / total if total else 1.0
+    frac = done / total if total else float(all(t.has_info for t in torrents))
     if all(t.state is TorrentState.SEEDING for t in torrents):
         uploaded = client.stats().bytes_written_data
         what = "seeding" if seeding else "complete"
         tail = f"up {fmt.rate(up)}  uploaded {fmt.size(uploaded)}"
     else:
         what = "checking" if any(t.state is TorrentState.CHECKING for t in torrents) else ""
+        if any(t.state is TorrentState.FETCHING_METADATA for t in torrents):
+            what = "fetching metadata"
         eta = remaining / down if down > 0 else None
         tail = f"down {fmt.rate(down)}  up {fmt.rate(up)}  ETA {fmt.duration(eta)}"
         what = what or "downloading"
@@ -260,6 +273,7 @@ class Session:
         progress: Progress | None = None,
         stream: TextIO | None = None,
         files: dict[bytes, list[int]] | None = None,
+        magnets: list[Magnet] | None = None,
     ) -> None:
         self.config = config
         self.metainfos = metainfos
@@ -270,6 +284,7 @@ class Session:
         self.progress = progress
         self.stream = stream or sys.stderr
         self.files = files
+        self.magnets = magnets or []
         self.stop = asyncio.Event()
         self.signal: int | None = None
         self.watch = _PeerWatch()
@@ -312,10 +327,14 @@ class Session:
             torrents.append(t)
             if self.stop.is_set():
                 break
+        for magnet in self.magnets:
+            t = await client.add_magnet(magnet, peers=self.peers)
+            if t not in torrents:
+                torrents.append(t)
         before = client.stats().bytes_read_useful_data
         last_offer = time.monotonic()
         self.watch.last_connected = time.monotonic()
-        has_trackers = any(t.trackers() for t in torrents)
+        has_trackers = any(t.trackers() for t in torrents) or any(m.peers for m in self.magnets)
         nothing_to_do = (
             not self.peers and not has_trackers and not self.seed and not self.stop.is_set()
         )

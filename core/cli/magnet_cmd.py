@@ -28,15 +28,13 @@ from ..magnet import Magnet, parse_magnet
 from ..metainfo import Metainfo
 from ..types import PiecePriority
 from . import fmt
-from .download_cmd import parse_peer
+from .download_cmd import is_magnet, parse_peer
 from .usage import UsageError
 
 Address = tuple[str, int]
 
 
-def is_magnet(text: str) -> bool:
-    """Does a command argument look like a magnet link rather than a path?"""
-    return text.strip().lower().startswith("magnet:")
+__all__ = ["fetch_metainfo", "is_magnet", "load_magnet", "run"]
 
 
 def load_magnet(text: str) -> Magnet:

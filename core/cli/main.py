@@ -93,7 +93,7 @@ def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "cleanly and a later run resumes where this one stopped."
         ),
     )
-    p.add_argument("torrent", nargs="+", help="path to a .torrent file")
+    p.add_argument("torrent", nargs="+", help="path to a .torrent file, or a magnet link")
     p.add_argument(
         "-o", "--output", default=".", metavar="DIR", help="download directory (default: .)"
     )
@@ -284,6 +284,42 @@ def _parse_size(text: str) -> int:
     return value
 
 
+def _add_magnet_metainfo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "metainfo-from-magnet",
+        help="fetch a magnet link's metadata from the swarm and save it as a .torrent",
+        description=(
+            "Fetch the info dict of a magnet link from its x.pe peers, its trackers "
+            "and --peer, and save a .torrent with the magnet's trackers."
+        ),
+    )
+    p.add_argument("magnet", metavar="MAGNET", help="a magnet:?xt=urn:btih:... link")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="where to save (- for stdout)"
+    )
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a peer to ask (IPv6 as [ADDR]:PORT); repeat for more",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=60.0, metavar="S", help="give up after S seconds (60)"
+    )
+    p.add_argument(
+        "--port", type=int, default=0, metavar="N", help="listen port (default: any free port)"
+    )
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="address to listen on; repeat for more (default: all IPv4 and IPv6)",
+    )
+    p.set_defaults(handler="core.cli.magnet_cmd:run")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torrent",
@@ -295,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bencode(sub)
     _add_download(sub)
     _add_cat(sub)
+    _add_magnet_metainfo(sub)
     _add_tracker(sub)
     return parser
 
