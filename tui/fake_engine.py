@@ -237,7 +237,7 @@ class FakeEngine:
         ft = self._get(ih)
         old = ft.row.state
         ft.row = replace(ft.row, state=state, error=error)
-        if state is TorrentState.PAUSED:
+        if state in (TorrentState.PAUSED, TorrentState.ERROR):
             ft.row = replace(ft.row, down_rate=0.0, up_rate=0.0, peers=0, seeds=0, eta=None)
         self.emit(TorrentStateChanged(ih, old, state, error))
 
