@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import hashlib
 import socket
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -347,3 +348,67 @@ async def test_the_magnet_torrent_fetches_metadata_and_completes(tmp_path: Path)
             assert got == tree_digest(demo.content_dir / offered.name)
         finally:
             await engine.close()
+
+
+# --------------------------------------------------------------------------- torrent-tui --demo
+
+
+@pytest.mark.timeout(40)
+def test_torrent_tui_demo_runs_in_a_temp_dir_and_leaves_the_user_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``torrent-tui --demo`` headless: the swarm feeds the app; nothing outlives it."""
+    from textual.pilot import Pilot
+
+    import tui.__main__ as cli
+    from tui.app import TorrentApp
+
+    home = tmp_path / "home"
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    monkeypatch.setenv("HOME", str(home))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    seen: dict[str, object] = {}
+    original = TorrentApp.run
+
+    def headless_run(self: TorrentApp, *args: object, **kwargs: object) -> None:
+        async def drive(pilot: Pilot[object]) -> None:
+            async with asyncio.timeout(30):
+                while not self.engine_ready:
+                    assert self.engine_error is None, self.engine_error
+                    await pilot.pause(0.05)
+            engine = self.engine
+            assert isinstance(engine, DemoEngine) and engine.demo is not None
+            seen["root"] = engine.root
+            seen["torrents"] = len(engine.torrents())
+            seen["offered"] = len(engine.demo.torrents)
+            seen["config"] = engine.config
+            seen["settings_path"] = self.settings.path
+            seen["persist"] = self.persist_settings
+            seen["ports"] = [p for _, p in engine.demo.peers.values()]
+            await pilot.press("q")
+
+        original(self, headless=True, auto_pilot=drive)
+
+    monkeypatch.setattr(TorrentApp, "run", headless_run)
+    assert cli.main(["--demo"]) == 0
+    root = seen["root"]
+    assert isinstance(root, Path) and root.is_relative_to(temp)
+    assert seen["torrents"] == seen["offered"] == 4
+    cfg = seen["config"]
+    assert isinstance(cfg, ClientConfig)
+    assert cfg.data_dir.is_relative_to(root) and cfg.download_dir.is_relative_to(root)
+    assert cfg.listen_addresses == (LOOPBACK,)
+    settings_path = seen["settings_path"]
+    assert isinstance(settings_path, Path) and settings_path.is_relative_to(root)
+    assert seen["persist"] is False
+    # Everything is gone: the temporary directory, the sockets; nothing was
+    # written to the user's config or data directories.
+    assert not root.exists()
+    assert list(temp.iterdir()) == []
+    assert not home.exists() or not any(p.is_file() for p in home.rglob("*"))
+    ports = seen["ports"]
+    assert isinstance(ports, list)
+    assert all(_refused(p) for p in ports)
