@@ -311,6 +311,13 @@ async def test_demo_engine_adds_every_torrent_with_the_skip(tmp_path: Path) -> N
             t = engine.client.torrent(album.info_hash)
             assert t is not None
             await asyncio.wait_for(t.wait_complete(), 20)
+            # The leecher takes the movie from the user only: the user uploads.
+            (carol,) = demo.leechers.values()
+            theirs = carol.torrent(movie.info_hash)
+            assert theirs is not None and not theirs.metainfo.trackers
+            await _until(lambda: theirs.bytes_completed() > 0, 20, "the leecher's first piece")
+            assert engine.client.stats().bytes_written_data > 0
+            assert engine.status().session_uploaded > 0
         finally:
             await engine.close()
     assert demo is not None

@@ -15,6 +15,9 @@ loop, under a temporary directory:
   client sees hash failures and bans it after two;
 * a tiny HTTP tracker (:mod:`tui.demo_tracker`) in the torrents, so peers
   are found through the Trackers tab too;
+* once the user's client runs, a leecher that knows only the user and
+  slowly downloads the movie from it, so the Up column, the upload sparkline
+  and the ratio move too;
 * a configuration for the user's own client under the same directory, never
   the user's real config or data dir, rate-limited so the views stay busy for
   a minute or two: the album completes first, the movie downloads with its
@@ -28,6 +31,7 @@ talks to anything outside the machine.  The swarm part imports only ``core``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import shutil
 import tempfile
@@ -69,6 +73,9 @@ DEMO_DOWNLOAD_LIMIT = 1 * MIB
 #: The slow seeder's upload limit: the ISO only it (and the bad peer) has
 #: trickles in over a minute or so.
 SLOW_UPLOAD_LIMIT = 192 * KIB
+#: The leecher's download limit: it takes from the user's client at this
+#: pace, so the user's upload stays visible for the whole demo.
+LEECHER_DOWNLOAD_LIMIT = 160 * KIB
 #: A fixed creation date, so the demo's torrents (and their info pages) are
 #: the same on every run.
 CREATION_DATE = 1_700_000_000
@@ -280,6 +287,7 @@ class Demo:
         self.torrent_dir = root / "torrents"
         self.tracker = tracker
         self.seeders: dict[str, Client] = {}
+        self.leechers: dict[str, Client] = {}
         self.storages: dict[tuple[str, InfoHash], CorruptingStorage] = {}
         self.torrents: tuple[DemoTorrent, ...] = ()
         self._closed = False
@@ -311,6 +319,32 @@ class Demo:
         """The user's client in this demo; see :func:`demo_user_config`."""
         return demo_user_config(self.root, **overrides)
 
+    async def start_leecher(
+        self, user: tuple[str, int], name: str = "Open Movie Project"
+    ) -> Client:
+        """A peer that downloads ``name`` from the user's client only, slowly.
+
+        Without it the user would never upload (every other peer is a seed),
+        and the Up column, upload sparkline and ratio would stay empty.  It
+        knows no tracker, only ``user``, so everything it gets is the user's
+        upload; its download limit keeps that going for the whole demo.
+        """
+        if self._closed:
+            raise RuntimeError("the demo is closed")
+        spec = _PeerSpec("carol", "demo leecher carol")
+        client = Client(
+            dataclasses.replace(
+                _seeder_config(self.root, spec),
+                download_dir=self.root / "swarm" / spec.name / "downloads",
+                download_rate_limit=LEECHER_DOWNLOAD_LIMIT,
+            )
+        )
+        self.leechers[spec.name] = client
+        await client.start()
+        mi = dataclasses.replace(self.torrent(name).metainfo, announce_list=())
+        await client.add_metainfo(mi, peers=[user])
+        return client
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def close(self) -> None:
@@ -318,7 +352,8 @@ class Demo:
         if self._closed:
             return
         self._closed = True
-        await asyncio.gather(*(c.close() for c in self.seeders.values()), return_exceptions=True)
+        clients = [*self.leechers.values(), *self.seeders.values()]
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         await self.tracker.close()
 
     async def __aenter__(self) -> Demo:
@@ -473,7 +508,9 @@ class DemoEngine(RealEngine):
     client gets :func:`demo_user_config` and no session file: nothing of the
     user's real settings or state is read or written.  Each demo torrent is
     added the way a user would: a .torrent path or a magnet link, with the
-    movie's "Making Of" set to skip.
+    movie's "Making Of" set to skip; then the leecher joins, so the user
+    uploads as well.  ``add_torrents=False`` leaves the table empty (and
+    starts no leecher) for tests that add torrents through the UI.
     """
 
     def __init__(
@@ -497,6 +534,7 @@ class DemoEngine(RealEngine):
             if self._add_torrents:
                 for t in self.demo.torrents:
                     await self.add(t.source, file_priorities=t.file_priorities)
+                await self.demo.start_leecher((LOOPBACK, self.client.listen_port))
         except BaseException:
             await self.close()
             raise
