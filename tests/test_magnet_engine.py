@@ -15,6 +15,7 @@ import pytest
 
 from core.bencoding import decode
 from core.client import Client
+from core.config import ClientConfig
 from core.errors import MagnetError, TorrentError
 from core.events import MetadataReceived, PeerConnected, PeerSource
 from core.magnet import Magnet
@@ -455,5 +456,48 @@ async def test_cli_download_magnet(tmp_path: Path) -> None:
         )
         assert code == 0
         assert tree_digest(out) == tree_digest(src)
+    finally:
+        await seeder.close()
+
+
+async def test_cli_cat_magnet(tmp_path: Path) -> None:
+    from core.cli import cat_cmd
+    from core.cli.main import build_parser
+
+    src = tmp_path / "src"
+    mi = make_torrent(src, FILES, PIECE)
+    seeder = await _seeder(tmp_path, "seed", src, mi)
+    out = tmp_path / "cat.out"
+    try:
+        args = build_parser().parse_args(
+            [
+                "cat",
+                Magnet(mi.info_hash, peers=_x_pe(seeder)).uri(),
+                "sub/b.bin",
+                "--listen",
+                "127.0.0.1",
+                "--offset",
+                "1000",
+            ]
+        )
+
+        def run() -> int:
+            with out.open("wb") as f:
+                cat_mi, extra = cat_cmd._from_magnet(args, [])
+                assert cat_mi.info_hash == mi.info_hash
+                assert extra == [("127.0.0.1", seeder.listen_port)]
+                config = ClientConfig(
+                    listen_addresses=("127.0.0.1",),
+                    default_storage="memory",
+                    seed=False,
+                )
+                (index,) = [
+                    i for i, e in enumerate(cat_mi.info.files) if e.path == ("sub", "b.bin")
+                ]
+                cat = cat_cmd.Cat(config, cat_mi, index, extra, offset=1000)
+                return asyncio.run(cat.run(f))
+
+        assert await asyncio.to_thread(run) == 0
+        assert out.read_bytes() == (src / "pay" / "sub" / "b.bin").read_bytes()[1000:]
     finally:
         await seeder.close()

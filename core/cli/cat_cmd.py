@@ -28,12 +28,13 @@ from typing import BinaryIO
 from ..client import Client
 from ..config import ClientConfig
 from ..errors import TorrentError
+from ..magnet import parse_magnet
 from ..metainfo import Metainfo
 from ..reader import Reader
 from ..stats import TorrentState
 from ..torrent import Torrent
 from ..types import PiecePriority
-from .download_cmd import REDIAL_INTERVAL, STATE_DIR_ENV, load_torrent, parse_peer
+from .download_cmd import REDIAL_INTERVAL, STATE_DIR_ENV, is_magnet, load_torrent, parse_peer
 from .file_select import match_files
 from .usage import UsageError
 
@@ -46,17 +47,16 @@ Address = tuple[str, int]
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.torrent.startswith("magnet:"):
-        raise TorrentError(
-            "magnet links are not supported by cat yet (metadata exchange is pending); "
-            "give a .torrent file"
-        )
     if args.offset < 0:
         raise UsageError("--offset must not be negative")
     if args.length is not None and args.length < 0:
         raise UsageError("--length must not be negative")
     peers = [parse_peer(p) for p in args.peer]
-    mi = load_torrent(args.torrent)
+    if is_magnet(args.torrent):
+        mi, extra = _from_magnet(args, peers)
+        peers += extra
+    else:
+        mi = load_torrent(args.torrent)
     (index,) = match_files(mi.info, [args.path], what="path")
     with tempfile.TemporaryDirectory(prefix="torrent-cat-") as tmp:
         out_dir = Path(args.output) if args.output else Path(tmp) / "data"
@@ -81,6 +81,29 @@ def run(args: argparse.Namespace) -> int:
             connect_timeout=args.connect_timeout,
         )
         return asyncio.run(cat.run(sys.stdout.buffer))
+
+
+def _from_magnet(args: argparse.Namespace, peers: list[Address]) -> tuple[Metainfo, list[Address]]:
+    """A magnet: fetch its info dict first (core.cli.magnet_cmd), then cat as from a file.
+
+    The metadata comes from a short session of its own; the file is then
+    read in the usual way, from the magnet's ``x.pe`` peers, its trackers
+    (the fetched metainfo carries them) and ``--peer``.
+    """
+    from .magnet_cmd import fetch_metainfo
+
+    magnet = parse_magnet(args.torrent)
+    if not (magnet.peers or magnet.trackers or peers):
+        raise TorrentError(
+            "no peers to read from: the magnet has no x.pe peers or trackers; "
+            "give --peer HOST:PORT (the DHT is not supported yet)"
+        )
+    values: dict[str, object] = {"default_storage": "memory", "listen_port": args.port}
+    if args.listen:
+        values["listen_addresses"] = tuple(args.listen)
+    timeout = args.connect_timeout or 60.0
+    mi = asyncio.run(fetch_metainfo(ClientConfig(**values), magnet, peers, timeout))  # type: ignore[arg-type]
+    return mi, list(magnet.peer_addresses)
 
 
 class Cat:

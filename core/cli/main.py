@@ -173,7 +173,7 @@ def _add_cat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "(e.g. torrent cat x.torrent movie.mkv | mpv -)."
         ),
     )
-    p.add_argument("torrent", metavar="TORRENT", help="path to a .torrent file")
+    p.add_argument("torrent", metavar="TORRENT", help="path to a .torrent file, or a magnet link")
     p.add_argument("path", metavar="PATH", help="the file's path in the torrent")
     p.add_argument(
         "--offset", type=_parse_size, default=0, metavar="N", help="start at byte N of the file"
