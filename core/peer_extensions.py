@@ -63,7 +63,6 @@ from .wire import (
     UT_PEX,
     ExtendedMessage,
     ExtensionHandshake,
-    MetadataData,
     MetadataReject,
     MetadataRequest,
     decode_metadata_message,
@@ -204,12 +203,8 @@ class PeerExtensions:
         if isinstance(msg, MetadataRequest):
             if UT_METADATA not in proto.conn.remote_extensions:
                 return  # nowhere to send an answer
-            answer: MetadataData | MetadataReject
             server = self._server()
-            if server is None:
-                answer = MetadataReject(msg.piece)
-            else:
-                answer = server.handle(key, msg, now)
+            answer = MetadataReject(msg.piece) if server is None else server.handle(key, msg, now)
             proto.send(ExtendedMessage(UT_METADATA, encode_metadata_message(answer)))
             return
         fetcher = self.fetcher

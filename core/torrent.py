@@ -995,14 +995,13 @@ class Torrent:
         peer.stats.chunks_read += 1
         peer.down_rate.add(n, now)
         peer.last_block_at = now
-        if self._state is not TorrentState.DOWNLOADING:
-            # Requests stay outstanding in the picker until answered: a block
-            # dropped here must release its request, or the chunk would never
-            # be asked for again.  Nothing wanted (seeding) is a moment away
-            # from a reader or a priority change wanting it: keep the data.
-            if self._state is not TorrentState.SEEDING:
-                self.picker.on_request_cancelled(peer, msg.index, msg.begin)
-                return
+        # Requests stay outstanding in the picker until answered: a block
+        # dropped here must release its request, or the chunk would never be
+        # asked for again.  Nothing wanted (seeding) is a moment away from a
+        # reader or a priority change wanting it: keep the data.
+        if self._state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+            self.picker.on_request_cancelled(peer, msg.index, msg.begin)
+            return
         outcome = self.picker.on_block_received(peer, msg.index, msg.begin, n)
         for other in outcome.cancel:
             if isinstance(other, Peer) and other.proto is not None:
