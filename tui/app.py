@@ -81,7 +81,7 @@ class TorrentApp(App[None]):
     """The terminal client."""
 
     TITLE = "torrent-tui"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     COMMANDS = App.COMMANDS | {TorrentCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(a.keys, a.name, a.label, show=a.footer, tooltip=a.description) for a in ACTIONS
