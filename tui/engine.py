@@ -283,10 +283,7 @@ class RealEngine:
         now = time.monotonic()
         if now - self._disk_checked > DISK_REFRESH_SECONDS:
             self._disk_checked = now
-            try:
-                self._disk_free = shutil.disk_usage(self.config.download_dir).free
-            except OSError:
-                self._disk_free = None
+            self._disk_free = _free_space(Path(self.config.download_dir))
         errors = sum(1 for t in self.client.torrents.values() if t.state is TorrentState.ERROR)
         return GlobalStatus(
             down_rate=snap.down_rate,
@@ -677,6 +674,18 @@ def _fields(entry: SessionEntry) -> dict[str, Any]:
         "download_limit": entry.download_limit,
         "upload_limit": entry.upload_limit,
     }
+
+
+def _free_space(path: Path) -> int | None:
+    """Free bytes where ``path`` is, or would be (its nearest existing parent)."""
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    return None
 
 
 def _as_limit(value: float | None) -> int | None:
