@@ -160,7 +160,8 @@ class Peer:
         if now < self._pipeline_until:
             return self._pipeline
         by_rate = int(self.down_rate.rate(now) * PIPELINE_SECONDS / CHUNK_SIZE)
-        self._pipeline = max(MIN_PIPELINE, min(self.remote_reqq, by_rate + MIN_PIPELINE))
+        # Never more than the peer said it queues (BEP 10 reqq), even below our minimum.
+        self._pipeline = min(self.remote_reqq, by_rate + MIN_PIPELINE)
         self._pipeline_until = now + PIPELINE_REFRESH
         return self._pipeline
 
