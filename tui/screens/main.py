@@ -17,6 +17,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, TabbedContent, TabPane, Tabs
 from textual.widgets import Tab as TabWidget
@@ -105,6 +106,15 @@ class MainScreen(Screen[None]):
     # ------------------------------------------------------------------ data in
 
     def apply_refresh(self, msg: Refreshed) -> None:
+        # A refresh queued before shutdown may arrive after the widgets are gone.
+        if not self.is_mounted:
+            return
+        try:
+            self._apply_refresh(msg)
+        except NoMatches:
+            return
+
+    def _apply_refresh(self, msg: Refreshed) -> None:
         start = time.perf_counter()
         self.rows = msg.rows
         self.status = msg.status
