@@ -83,6 +83,29 @@ def _add_bencode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(handler="core.cli.bencode_cmd:run")
 
 
+def _add_swarm_options(p: argparse.ArgumentParser, *, state_dir_help: str | None) -> None:
+    """Options of every command that joins a swarm: peers to dial and where to listen."""
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a peer to connect to (IPv6 as [ADDR]:PORT); repeat for more",
+    )
+    p.add_argument(
+        "--port", type=int, default=0, metavar="N", help="listen port (default: any free port)"
+    )
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="address to listen on; repeat for more (default: all IPv4 and IPv6)",
+    )
+    if state_dir_help is not None:
+        p.add_argument("--state-dir", default=None, metavar="DIR", help=state_dir_help)
+
+
 def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "download",
@@ -97,12 +120,10 @@ def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "-o", "--output", default=".", metavar="DIR", help="download directory (default: .)"
     )
-    p.add_argument(
-        "--peer",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="a peer to connect to (IPv6 as [ADDR]:PORT); repeat for more",
+    _add_swarm_options(
+        p,
+        state_dir_help="where piece completion is kept "
+        "(default: $PYTORRENT_STATE_DIR or the user data dir)",
     )
     p.add_argument("--seed", action="store_true", help="keep seeding after completion")
     p.add_argument("--no-upload", action="store_true", help="never upload piece data")
@@ -120,23 +141,7 @@ def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="R",
         help="upload limit in bytes/s (suffixes K, M, G; 0: unlimited)",
     )
-    p.add_argument(
-        "--port", type=int, default=0, metavar="N", help="listen port (default: any free port)"
-    )
-    p.add_argument(
-        "--listen",
-        action="append",
-        default=[],
-        metavar="ADDR",
-        help="address to listen on; repeat for more (default: all IPv4 and IPv6)",
-    )
     p.add_argument("--verify", action="store_true", help="rehash existing data before starting")
-    p.add_argument(
-        "--state-dir",
-        default=None,
-        metavar="DIR",
-        help="where piece completion is kept (default: $PYTORRENT_STATE_DIR or the user data dir)",
-    )
     p.add_argument(
         "--connect-timeout",
         type=float,
@@ -181,13 +186,7 @@ def _add_cat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--length", type=_parse_size, default=None, metavar="N", help="write at most N bytes"
     )
-    p.add_argument(
-        "--peer",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="a peer to connect to (IPv6 as [ADDR]:PORT); repeat for more",
-    )
+    _add_swarm_options(p, state_dir_help="where piece completion is kept (default: with the data)")
     p.add_argument(
         "-o",
         "--output",
@@ -201,18 +200,6 @@ def _add_cat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         metavar="N",
         help="bytes to fetch ahead of the reading (default: grows while reading on)",
-    )
-    p.add_argument(
-        "--port", type=int, default=0, metavar="N", help="listen port (default: any free port)"
-    )
-    p.add_argument(
-        "--listen", action="append", default=[], metavar="ADDR", help="address to listen on"
-    )
-    p.add_argument(
-        "--state-dir",
-        default=None,
-        metavar="DIR",
-        help="where piece completion is kept (default: with the data)",
     )
     p.add_argument(
         "--connect-timeout",
@@ -297,25 +284,9 @@ def _add_magnet_metainfo(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="where to save (- for stdout)"
     )
-    p.add_argument(
-        "--peer",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="a peer to ask (IPv6 as [ADDR]:PORT); repeat for more",
-    )
+    _add_swarm_options(p, state_dir_help=None)
     p.add_argument(
         "--timeout", type=float, default=60.0, metavar="S", help="give up after S seconds (60)"
-    )
-    p.add_argument(
-        "--port", type=int, default=0, metavar="N", help="listen port (default: any free port)"
-    )
-    p.add_argument(
-        "--listen",
-        action="append",
-        default=[],
-        metavar="ADDR",
-        help="address to listen on; repeat for more (default: all IPv4 and IPv6)",
     )
     p.set_defaults(handler="core.cli.magnet_cmd:run")
 
