@@ -45,6 +45,7 @@ from .peer import Peer
 from .peer_extensions import PeerExtensions
 from .picker import Picker
 from .piecestate import PieceState, PieceStateRun, piece_state_runs
+from .ratelimit import TokenBucket
 from .reader import ReadaheadFunc, Reader
 from .stats import TorrentState, TorrentStats
 from .storage import CompletionStore, DataMissingError, Layout, Storage
@@ -133,6 +134,9 @@ class Torrent:
         cfg = client.config
         self.picker = Picker(0, 1, 0)  # replaced by _init_info
         self.choker = Choker(cfg.unchoke_slots, time.monotonic())
+        # Per-torrent limits, applied on top of the client's global ones.
+        self.download_bucket = TokenBucket(None, now=time.monotonic())
+        self.upload_bucket = TokenBucket(None, now=time.monotonic())
         self._state = (
             TorrentState.CHECKING if metainfo is not None else TorrentState.FETCHING_METADATA
         )
@@ -335,6 +339,17 @@ class Torrent:
         down = sum(p.down_rate.rate(now) for p in self.peers)
         up = sum(p.up_rate.rate(now) for p in self.peers)
         return down, up
+
+    def set_rate_limits(self, *, download: int | None, upload: int | None) -> None:
+        """This torrent's own limits in bytes/s (None: unlimited), on top of the client's."""
+        now = time.monotonic()
+        self.download_bucket.set_rate(download, now)
+        self.upload_bucket.set_rate(upload, now)
+
+    @property
+    def rate_limits(self) -> tuple[int | None, int | None]:
+        down, up = self.download_bucket.rate, self.upload_bucket.rate
+        return (None if down is None else int(down), None if up is None else int(up))
 
     def add_peers(
         self, addresses: Iterable[Address], source: PeerSource = PeerSource.DIRECT
@@ -765,6 +780,7 @@ class Torrent:
         """The protocol for ``peer`` exists (outgoing: connected; incoming: accepted)."""
         peer.proto = proto
         proto.owner = peer
+        proto.torrent_download_bucket = self.download_bucket
         if peer.incoming:
             self._half_open[peer.address] = peer
 
@@ -1211,13 +1227,15 @@ class Torrent:
         if proto.write_paused or peer.upload_queue:
             peer.upload_queue.append(req)
             return
-        bucket = self.client.upload_bucket
-        if bucket.rate is not None:
-            delay = bucket.consume(req.length, time.monotonic())
-            if delay > 0:
-                peer.upload_queue.append(req)
-                asyncio.get_running_loop().call_later(delay, self._serve_queued, peer, True)
-                return
+        delay = 0.0
+        now = time.monotonic()
+        for bucket in (self.client.upload_bucket, self.upload_bucket):
+            if bucket.rate is not None:
+                delay = max(delay, bucket.consume(req.length, now))
+        if delay > 0:
+            peer.upload_queue.append(req)
+            asyncio.get_running_loop().call_later(delay, self._serve_queued, peer, True)
+            return
         view = memoryview(data)[req.begin : req.begin + req.length]
         if proto.send_piece(req.index, req.begin, view):
             n = req.length

@@ -67,3 +67,28 @@ async def test_client_snapshots_are_published(tmp_path: Path) -> None:
         assert isinstance(ev, ClientSnapshot)
         (row,) = ev.torrents
         assert row.name == "x.bin" and row.progress == 1.0 and row.size == 200_000
+
+
+@pytest.mark.timeout(60)
+async def test_per_torrent_upload_limit(tmp_path: Path) -> None:
+    size = 2_000_000
+    src = tmp_path / "src"
+    mi = make_torrent(src, {"y.bin": size}, 32768)
+    async with (
+        Client(loopback_config(tmp_path, "seed")) as seeder,
+        Client(loopback_config(tmp_path, "leech")) as leecher,
+    ):
+        st = await seeder.add_metainfo(mi, download_dir=src)
+        st.set_rate_limits(download=None, upload=500_000)
+        assert st.rate_limits == (None, 500_000)
+        t = await leecher.add_metainfo(mi)
+        start = time.monotonic()
+        t.add_peers([("127.0.0.1", seeder.listen_port)])
+        async with asyncio.timeout(30):
+            while t.stats().bytes_read_data < 1_000_000:
+                await asyncio.sleep(0.05)
+        # 1 MB at 0.5 MB/s with a 0.25 s burst takes well over a second; unlimited ~0.05 s.
+        assert time.monotonic() - start > 1.0
+        st.set_rate_limits(download=None, upload=None)
+        async with asyncio.timeout(30):
+            await t.wait_complete()

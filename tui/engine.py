@@ -258,6 +258,7 @@ class RealEngine:
             t.set_first_last_pieces_first(True)
         if entry.download_limit is not None or entry.upload_limit is not None:
             self._limits[t.info_hash] = (entry.download_limit, entry.upload_limit)
+            t.set_rate_limits(download=entry.download_limit, upload=entry.upload_limit)
         if entry.paused:
             t.pause()
 
@@ -609,8 +610,8 @@ class RealEngine:
     async def set_torrent_limits(
         self, ih: InfoHash, download: int | None, upload: int | None
     ) -> None:
-        """Remember per-torrent limits; the engine enforces only the global buckets so far."""
-        self._torrent(ih)
+        """Set a torrent's own limits (enforced by the engine on top of the global ones)."""
+        self._torrent(ih).set_rate_limits(download=download, upload=upload)
         self._limits[ih] = (download, upload)
         self._update_entry(ih, download_limit=download, upload_limit=upload)
 

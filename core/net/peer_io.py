@@ -55,6 +55,8 @@ class PeerProtocol(asyncio.BufferedProtocol):
         self.outgoing = outgoing
         self.download_bucket = download_bucket
         self.upload_bucket = upload_bucket
+        # The torrent's own limit, set once the connection is attached to a torrent.
+        self.torrent_download_bucket: TokenBucket | None = None
         self.transport: asyncio.Transport | None = None
         self.address: tuple[str, int] = ("?", 0)
         self.closed = False
@@ -100,11 +102,14 @@ class PeerProtocol(asyncio.BufferedProtocol):
         except LocalProtocolError as exc:  # our bug: still never crash the loop
             self.close(f"internal error: {exc}")
             return
-        if self.download_bucket is not None:
-            delay = self.download_bucket.consume(nbytes, self._now())
-            if delay > 0 and self.transport is not None and not self.closed:
-                self.transport.pause_reading()
-                self._read_resume = self._loop.call_later(delay, self._resume_reading)
+        delay = 0.0
+        now = self._now()
+        for bucket in (self.download_bucket, self.torrent_download_bucket):
+            if bucket is not None and bucket.rate is not None:
+                delay = max(delay, bucket.consume(nbytes, now))
+        if delay > 0 and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+            self._read_resume = self._loop.call_later(delay, self._resume_reading)
 
     def _resume_reading(self) -> None:
         self._read_resume = None
