@@ -601,8 +601,10 @@ class Torrent:
         have = self.picker.have_bitfield()
         have[p] = 0
         self._rebuild_picker(have)
+        self._piece_changed(p)
         if self.completion is not None:
-            self.completion.mark(self.info_hash, p, False)
+            # A SQLite write: never on the event loop.
+            self._schedule(asyncio.to_thread(self.completion.mark, self.info_hash, p, False))
 
     def _rebuild_picker(self, have: bitarray) -> None:
         cfg = self.client.config
