@@ -31,14 +31,24 @@ Unverified cap: bytes received but not yet hashed are counted; once they reach
 received data and starts no new piece. (Refusing everything would deadlock if
 the budget were spent on several half-received pieces.)
 
+Piece geometry: in a v1 (or hybrid) torrent every piece is ``piece_length``
+long except the last. In a pure v2 torrent (BEP 52) every file starts on a
+piece boundary, so the last piece of each file may be short, anywhere in the
+piece space; pass ``piece_sizes`` for those. Only the short pieces are kept
+(a dict, one entry per file), and a torrent whose sizes turn out to be v1
+geometry keeps the v1 path, where a piece's size is one comparison.
+
 Sets of pieces and chunks are big-endian ``bitarray``s (the BEP 3 bitfield
-layout); chunk ``c`` of piece ``p`` is bit ``p * chunks_per_piece + c``.
+layout); chunk ``c`` of piece ``p`` is bit ``p * chunks_per_piece + c`` (a
+short piece leaves the bits of its missing chunks unused).
 Bitfields passed in must be big-endian and exactly ``num_pieces`` long (the
 wire layer strips the padding bits); anything else raises ``ValueError``.
 
 How the engine drives it::
 
-    picker = Picker(num_pieces, piece_length, total_length)
+    picker = Picker(num_pieces, piece_length, total_length)   # v1 / hybrid
+    picker = Picker(num_pieces, piece_length, total_length,
+                    piece_sizes=info.piece_size)                 # pure v2
     picker.set_have(p)                          # from the completion store
     picker.set_priorities(file_pieces, prio)    # from file priorities / readers
     picker.peer_bitfield(bits) / peer_have_all() / peer_has(p)   # availability
@@ -56,7 +66,7 @@ How the engine drives it::
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import NamedTuple
@@ -104,6 +114,13 @@ class Picker:
     Peers are identified by any hashable key chosen by the engine. Pieces
     start with ``priority`` (default ``NORMAL``: everything wanted); the engine
     sets per-piece priorities from file priorities and readers.
+
+    ``total_length`` is the length of the linear piece space (for pure v2,
+    up to the end of the last file, virtual padding included). ``piece_sizes``
+    gives each piece's size when pieces other than the last may be short (a
+    sequence of ``num_pieces`` sizes or a function of the index); every size
+    must be in ``1..piece_length`` and the last piece no longer than the
+    space left for it. Without it, v1 geometry.
     """
 
     def __init__(
@@ -115,6 +132,7 @@ class Picker:
         rng: random.Random | None = None,
         priority: PiecePriority = PiecePriority.NORMAL,
         max_unverified_bytes: int | None = None,
+        piece_sizes: Sequence[int] | Callable[[int], int] | None = None,
     ) -> None:
         if piece_length <= 0:
             raise ValueError(f"piece_length must be positive, got {piece_length}")
@@ -132,6 +150,20 @@ class Picker:
         self._last_size = total_length - (n - 1) * piece_length if n else 0
         self._last_nchunks = -(-self._last_size // CHUNK_SIZE)
         self._rng = rng if rng is not None else random.Random()
+        # Pure v2 geometry: size and chunk count of every short piece (None: v1).
+        self._short: dict[int, int] | None = None
+        self._short_nc: dict[int, int] = {}
+        payload = total_length
+        if piece_sizes is not None and n:
+            short = _short_pieces(n, piece_length, self._last_size, piece_sizes)
+            v1_like = {n - 1: self._last_size} if self._last_size < piece_length else {}
+            if short != v1_like:
+                self._short = short
+                self._short_nc = {p: -(-size // CHUNK_SIZE) for p, size in short.items()}
+                self._last_size = short.get(n - 1, piece_length)
+                self._last_nchunks = -(-self._last_size // CHUNK_SIZE)
+                payload = n * piece_length - sum(piece_length - size for size in short.values())
+        self._payload = payload
 
         nchunks = n * self._cpp
         self._received = zeros(nchunks, "big")
@@ -159,7 +191,7 @@ class Picker:
 
         self._unverified = 0
         self._max_unverified = max_unverified_bytes
-        self._wanted_missing = total_length if prio else 0
+        self._wanted_missing = payload if prio else 0
 
         if prio and n:
             self._order.fill(group_of(prio, False))
@@ -175,11 +207,26 @@ class Picker:
         """Chunks in a full-size piece (the last piece may have fewer)."""
         return self._cpp
 
+    @property
+    def uniform(self) -> bool:
+        """v1 geometry: every piece is full-size except perhaps the last."""
+        return self._short is None
+
+    @property
+    def payload_length(self) -> int:
+        """Sum of all piece sizes (for pure v2, the piece space without its padding)."""
+        return self._payload
+
     def piece_size(self, piece: int) -> int:
-        return self._plen if piece < self._n - 1 else self._last_size
+        short = self._short
+        if short is None:
+            return self._plen if piece < self._n - 1 else self._last_size
+        return short.get(piece, self._plen)
 
     def num_chunks(self, piece: int) -> int:
-        return self._cpp if piece < self._n - 1 else self._last_nchunks
+        if self._short is None:
+            return self._cpp if piece < self._n - 1 else self._last_nchunks
+        return self._short_nc.get(piece, self._cpp)
 
     def chunk_length(self, piece: int, begin: int) -> int:
         return min(CHUNK_SIZE, self.piece_size(piece) - begin)
@@ -484,8 +531,13 @@ class Picker:
         iterating (see :meth:`_place`).
         """
         s = p * self._cpp
-        nc = self._cpp if p < self._n - 1 else self._last_nchunks
-        size = self._plen if p < self._n - 1 else self._last_size
+        short = self._short
+        if short is None:
+            nc = self._cpp if p < self._n - 1 else self._last_nchunks
+            size = self._plen if p < self._n - 1 else self._last_size
+        else:
+            nc = self._short_nc.get(p, self._cpp)
+            size = short.get(p, self._plen)
         owner = self._owner
         if not self._claim_count[p]:
             k = min(nc, budget)
@@ -582,12 +634,18 @@ class Picker:
         """
         if not 0 <= piece < self._n or begin < 0 or begin % CHUNK_SIZE:
             return _USELESS
-        last = piece == self._n - 1
-        nc = self._last_nchunks if last else self._cpp
+        short = self._short
+        if short is None:
+            last = piece == self._n - 1
+            nc = self._last_nchunks if last else self._cpp
+            size = self._last_size if last else self._plen
+        else:
+            nc = self._short_nc.get(piece, self._cpp)
+            size = short.get(piece, self._plen)
         c = begin // CHUNK_SIZE
         if c >= nc:
             return _USELESS
-        clen = min(CHUNK_SIZE, (self._last_size if last else self._plen) - begin)
+        clen = min(CHUNK_SIZE, size - begin)
         if length is not None and length != clen:
             return _USELESS
         cid = piece * self._cpp + c
@@ -690,3 +748,25 @@ class Picker:
         :meth:`peer_lost_all`, since only the engine knows its bitfield.
         """
         return self.release_peer(peer)
+
+
+def _short_pieces(
+    n: int, piece_length: int, last_room: int, sizes: Sequence[int] | Callable[[int], int]
+) -> dict[int, int]:
+    """``{piece: size}`` of the pieces shorter than ``piece_length``, sizes checked."""
+    if callable(sizes):
+        get = sizes
+    else:
+        if len(sizes) != n:
+            raise ValueError(f"piece_sizes has {len(sizes)} entries, torrent has {n} pieces")
+        get = sizes.__getitem__
+    short: dict[int, int] = {}
+    for p in range(n):
+        size = get(p)
+        if not 0 < size <= piece_length:
+            raise ValueError(f"piece {p} has size {size}, outside 1..{piece_length}")
+        if size != piece_length:
+            short[p] = size
+    if short.get(n - 1, piece_length) > last_room:
+        raise ValueError(f"the last piece cannot hold {short.get(n - 1, piece_length)} bytes")
+    return short
