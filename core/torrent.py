@@ -201,6 +201,8 @@ class Torrent:
             info.piece_length,
             info.length,
             max_unverified_bytes=cfg.max_unverified_bytes,
+            # Pure v2: the last piece of every file may be short.
+            piece_sizes=None if info.pieces else info.piece_size,
         )
         self.files = [
             File(self, i, entry, "/".join((info.name, *entry.path)))
@@ -614,6 +616,7 @@ class Torrent:
             info.piece_length,
             info.length,
             max_unverified_bytes=cfg.max_unverified_bytes,
+            piece_sizes=None if info.pieces else info.piece_size,
         )
         picker.set_sequential(self.picker.sequential)
         for i in range(info.num_pieces):
