@@ -134,7 +134,7 @@ class Peer:
             self.torrent._peer_closed(self, reason)
 
     def peer_writable(self, proto: PeerProtocol) -> None:
-        self.torrent._serve_queued(self)
+        self.torrent._upload.serve_queued(self)
 
     # --- state helpers ------------------------------------------------------
 
@@ -255,7 +255,7 @@ class Peer:
         self.torrent._block_received(self, ev)
 
     def _on_request(self, ev: Request) -> None:
-        self.torrent._serve_request(self, ev)
+        self.torrent._upload.serve_request(self, ev)
 
     def _on_cancel(self, ev: Cancel) -> None:
         # The connection forgets the request; a queued upload is skipped when

@@ -233,7 +233,7 @@ class Reader:
 
     async def _read_verified(self, p: int, begin: int, end: int) -> bytes:
         t = self._torrent
-        cached = t._read_cache.get(p)
+        cached = t._upload.read_cache.get(p)
         if cached is not None:
             return cached[begin:end]
         data = await asyncio.to_thread(t.storage.read_block, p, begin, end - begin)

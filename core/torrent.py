@@ -54,6 +54,7 @@ from .tracker.announcer import Announcer
 from .tracker.driver import TrackerDriver
 from .tracker.types import AnnounceEvent, AnnounceRequest, TrackerStatus
 from .types import InfoHash, PiecePriority
+from .upload import Uploader
 from .wire import (
     Bitfield,
     Cancel,
@@ -77,8 +78,6 @@ log = logging.getLogger(__name__)
 
 #: Spare piece buffers kept for reuse while downloading (see ``_recycle_buf``).
 BUF_POOL_BYTES = 8 << 20
-#: Whole pieces kept in memory to serve uploads.
-READ_CACHE_BYTES = 32 << 20
 #: A peer that alone sent the data of this many failed pieces is banned.
 BAN_AFTER_FAILURES = 2
 #: How often the torrent's housekeeping runs (choking, interest, dialing).
@@ -158,9 +157,6 @@ class Torrent:
         self._hash_failures: dict[str, int] = {}  # Client.blame_key -> pieces failed alone
         self._hashing: set[int] = set()
         self._hash_sem = asyncio.Semaphore(max(1, cfg.piece_hashers_per_torrent))
-        self._read_cache: OrderedDict[int, bytes] = OrderedDict()
-        self._read_cache_bytes = 0
-        self._pending_reads: dict[int, list[tuple[Peer, Request]]] = {}
         self._closed_stats = TorrentStats()
         self._wanted_done = asyncio.Event()
         self._state_changed = asyncio.Event()
@@ -185,6 +181,8 @@ class Torrent:
         self._streaming = Streaming(self)
         # ut_metadata and ut_pex (core/peer_extensions.py).
         self._ext = PeerExtensions(self)
+        # Serving requests from a piece read cache (core/upload.py).
+        self._upload = Uploader(self)
         if metainfo is not None:
             assert storage is not None and layout is not None
             self._init_info(metainfo, storage, layout)
@@ -391,8 +389,7 @@ class Torrent:
         self._set_state(TorrentState.CHECKING)
         self._bufs.clear()
         self._contributors.clear()
-        self._read_cache.clear()
-        self._read_cache_bytes = 0
+        self._upload.clear_cache()
         self._rebuild_picker(zeros(self.num_pieces, "big"))
         if self.completion is not None:
             empty = self.picker.have_bitfield()
@@ -1184,92 +1181,6 @@ class Torrent:
                 peer.proto.send(NotInterested())
         self._set_state(TorrentState.ERROR, self.error)
         self.client.bus.publish(StorageFailed(self.info_hash, self.error))
-
-    # ------------------------------------------------------------------ uploading
-
-    def _serve_request(self, peer: Peer, req: Request) -> None:
-        proto = peer.proto
-        if proto is None or self.client.config.no_upload:
-            return
-        if not self.picker.have(req.index):
-            return  # the connection already rejected or dropped what it must
-        data = self._read_cache.get(req.index)
-        if data is not None:
-            self._read_cache.move_to_end(req.index)
-            self._send_block(peer, req, data)
-            return
-        waiting = self._pending_reads.get(req.index)
-        if waiting is not None:
-            waiting.append((peer, req))
-            return
-        self._pending_reads[req.index] = [(peer, req)]
-        self._schedule(self._read_piece(req.index))
-
-    async def _read_piece(self, p: int) -> None:
-        try:
-            data = await asyncio.to_thread(self.storage.read_piece, p)
-        except StorageError as exc:
-            self._pending_reads.pop(p, None)
-            if isinstance(exc, DataMissingError):
-                # Our data vanished from under us: recheck rather than serve garbage.
-                self._forget_piece(p)
-                return
-            self._storage_failed(exc)
-            return
-        self._read_cache[p] = data
-        self._read_cache_bytes += len(data)
-        while self._read_cache_bytes > READ_CACHE_BYTES and len(self._read_cache) > 1:
-            _, old = self._read_cache.popitem(last=False)
-            self._read_cache_bytes -= len(old)
-        for peer, req in self._pending_reads.pop(p, []):
-            if not peer.closed:
-                self._send_block(peer, req, data)
-
-    def _send_block(self, peer: Peer, req: Request, data: bytes) -> None:
-        proto = peer.proto
-        if proto is None or proto.closed:
-            return
-        if proto.write_paused or peer.upload_queue:
-            peer.upload_queue.append(req)
-            return
-        delay = 0.0
-        now = time.monotonic()
-        for bucket in (self.client.upload_bucket, self.upload_bucket):
-            if bucket.rate is not None:
-                delay = max(delay, bucket.consume(req.length, now))
-        if delay > 0:
-            peer.upload_queue.append(req)
-            asyncio.get_running_loop().call_later(delay, self._serve_queued, peer, True)
-            return
-        view = memoryview(data)[req.begin : req.begin + req.length]
-        if proto.send_piece(req.index, req.begin, view):
-            n = req.length
-            peer.stats.bytes_written_data += n
-            peer.stats.chunks_written += 1
-            peer.up_rate.add(n, time.monotonic())
-
-    def _serve_queued(self, peer: Peer, paid: bool = False) -> None:
-        """Send queued uploads once the socket drains or the rate limit allows."""
-        queue = peer.upload_queue
-        peer.upload_queue = []
-        first = True
-        for req in queue:
-            data = self._read_cache.get(req.index)
-            if data is None:
-                self._serve_request(peer, req)
-                continue
-            proto = peer.proto
-            if proto is None or proto.closed:
-                return
-            if paid and first:
-                first = False
-                view = memoryview(data)[req.begin : req.begin + req.length]
-                if proto.send_piece(req.index, req.begin, view):
-                    peer.stats.bytes_written_data += req.length
-                    peer.stats.chunks_written += 1
-                    peer.up_rate.add(req.length, time.monotonic())
-                continue
-            self._send_block(peer, req, data)
 
     def _extended_message(self, peer: Peer, msg: ExtendedMessage) -> None:
         self._ext.on_message(peer, msg)

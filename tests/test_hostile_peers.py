@@ -441,7 +441,7 @@ async def test_request_flood_unchoked_bounded_memory(tmp_path: Path) -> None:
         # Unbounded, 100k queued requests would cost well over 10 MiB of objects.
         assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB"
         await asyncio.sleep(0.2)  # pending disk reads for the dropped peer finish
-        assert not sw.torrent._pending_reads
+        assert not sw.torrent._upload.pending_reads
         assert all(not p.upload_queue for p in sw.torrent.peers)
         assert all(raw.local_address != p.address for p in sw.torrent.peers)
 

@@ -1,0 +1,134 @@
+"""A torrent's uploads: answering peers' requests from a cache of whole pieces.
+
+Kept out of ``torrent.py`` because serving is its own flow with its own
+state.  A request for a piece we have is answered from a small LRU cache of
+whole pieces; a miss reads the whole piece in a worker thread (the event
+loop never touches the disk) and parks the request, and every request for
+that piece that arrives meanwhile, until the read completes.  A peer whose
+socket is full, or that the client's or the torrent's upload limit holds
+back, gets its requests queued on ``Peer.upload_queue``; they are sent when
+the socket drains (``Peer.peer_writable``) or the bucket allows.
+
+A piece that vanished from disk is forgotten (rechecked) rather than served;
+any other storage error puts the torrent in the error state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from .errors import StorageError
+from .storage import DataMissingError
+from .wire import Request
+
+if TYPE_CHECKING:
+    from .peer import Peer
+    from .torrent import Torrent
+
+#: Whole pieces kept in memory to serve uploads.
+READ_CACHE_BYTES = 32 << 20
+
+
+class Uploader:
+    """Serves one torrent's uploads; see the module docstring."""
+
+    def __init__(self, torrent: Torrent) -> None:
+        self.torrent = torrent
+        self.read_cache: OrderedDict[int, bytes] = OrderedDict()
+        self._read_cache_bytes = 0
+        self.pending_reads: dict[int, list[tuple[Peer, Request]]] = {}
+
+    def clear_cache(self) -> None:
+        """Forget cached pieces (their data is about to be rechecked)."""
+        self.read_cache.clear()
+        self._read_cache_bytes = 0
+
+    def serve_request(self, peer: Peer, req: Request) -> None:
+        t = self.torrent
+        proto = peer.proto
+        if proto is None or t.client.config.no_upload:
+            return
+        if not t.picker.have(req.index):
+            return  # the connection already rejected or dropped what it must
+        data = self.read_cache.get(req.index)
+        if data is not None:
+            self.read_cache.move_to_end(req.index)
+            self._send_block(peer, req, data)
+            return
+        waiting = self.pending_reads.get(req.index)
+        if waiting is not None:
+            waiting.append((peer, req))
+            return
+        self.pending_reads[req.index] = [(peer, req)]
+        t._schedule(self._read_piece(req.index))
+
+    async def _read_piece(self, p: int) -> None:
+        t = self.torrent
+        try:
+            data = await asyncio.to_thread(t.storage.read_piece, p)
+        except StorageError as exc:
+            self.pending_reads.pop(p, None)
+            if isinstance(exc, DataMissingError):
+                # Our data vanished from under us: recheck rather than serve garbage.
+                t._forget_piece(p)
+                return
+            t._storage_failed(exc)
+            return
+        self.read_cache[p] = data
+        self._read_cache_bytes += len(data)
+        while self._read_cache_bytes > READ_CACHE_BYTES and len(self.read_cache) > 1:
+            _, old = self.read_cache.popitem(last=False)
+            self._read_cache_bytes -= len(old)
+        for peer, req in self.pending_reads.pop(p, []):
+            if not peer.closed:
+                self._send_block(peer, req, data)
+
+    def _send_block(self, peer: Peer, req: Request, data: bytes) -> None:
+        t = self.torrent
+        proto = peer.proto
+        if proto is None or proto.closed:
+            return
+        if proto.write_paused or peer.upload_queue:
+            peer.upload_queue.append(req)
+            return
+        delay = 0.0
+        now = time.monotonic()
+        for bucket in (t.client.upload_bucket, t.upload_bucket):
+            if bucket.rate is not None:
+                delay = max(delay, bucket.consume(req.length, now))
+        if delay > 0:
+            peer.upload_queue.append(req)
+            asyncio.get_running_loop().call_later(delay, self.serve_queued, peer, True)
+            return
+        view = memoryview(data)[req.begin : req.begin + req.length]
+        if proto.send_piece(req.index, req.begin, view):
+            n = req.length
+            peer.stats.bytes_written_data += n
+            peer.stats.chunks_written += 1
+            peer.up_rate.add(n, time.monotonic())
+
+    def serve_queued(self, peer: Peer, paid: bool = False) -> None:
+        """Send queued uploads once the socket drains or the rate limit allows."""
+        queue = peer.upload_queue
+        peer.upload_queue = []
+        first = True
+        for req in queue:
+            data = self.read_cache.get(req.index)
+            if data is None:
+                self.serve_request(peer, req)
+                continue
+            proto = peer.proto
+            if proto is None or proto.closed:
+                return
+            if paid and first:
+                first = False
+                view = memoryview(data)[req.begin : req.begin + req.length]
+                if proto.send_piece(req.index, req.begin, view):
+                    peer.stats.bytes_written_data += req.length
+                    peer.stats.chunks_written += 1
+                    peer.up_rate.add(req.length, time.monotonic())
+                continue
+            self._send_block(peer, req, data)
