@@ -17,7 +17,7 @@ so the parent can compare them with its own clock):
 ``BENCH_PROFILE=FILE`` runs the role under cProfile and dumps stats to FILE.
 Experiment knobs: ``BENCH_COUNT_READS=1`` reports socket reads and bytes per
 read; ``BENCH_BUFFER_KIB`` sets the wire receive buffer; ``BENCH_POOL_MIB``
-the spare piece buffers kept (``core.torrent.BUF_POOL_BYTES``).
+the spare piece buffers kept (``core.piece_pipeline.BUF_POOL_BYTES``).
 """
 
 from __future__ import annotations
@@ -148,9 +148,9 @@ def main(argv: list[str]) -> int:
     if os.environ.get("BENCH_COUNT_READS"):
         count_reads()
     if os.environ.get("BENCH_POOL_MIB"):  # experiment: spare piece buffers kept
-        import core.torrent
+        import core.piece_pipeline
 
-        core.torrent.BUF_POOL_BYTES = int(os.environ["BENCH_POOL_MIB"]) << 20
+        core.piece_pipeline.BUF_POOL_BYTES = int(os.environ["BENCH_POOL_MIB"]) << 20
     if os.environ.get("BENCH_BUFFER_KIB"):  # experiment: receive buffer size
         from core.wire import PeerConnection
 

@@ -252,7 +252,7 @@ class Peer:
         self.torrent._rechoke_soon()
 
     def _on_piece(self, ev: Piece) -> None:
-        self.torrent._block_received(self, ev)
+        self.torrent._pipeline.block_received(self, ev)
 
     def _on_request(self, ev: Request) -> None:
         self.torrent._upload.serve_request(self, ev)

@@ -243,7 +243,7 @@ class Reader:
     def _read_unverified(self, p: int, begin: int, end: int) -> bytes:
         """The received prefix of ``[begin, end)`` from the piece's buffer, if any."""
         t = self._torrent
-        buf = t._bufs.get(p)
+        buf = t._pipeline.bufs.get(p)
         if buf is None:
             return b""
         picker = t.picker

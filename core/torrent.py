@@ -14,7 +14,6 @@ Piece state that can change across an ``await`` is kept in explicit flags
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
@@ -31,7 +30,6 @@ from .events import (
     PeerConnected,
     PeerDisconnected,
     PeerSource,
-    PieceHashFailed,
     PieceStateChanged,
     StorageFailed,
     TorrentStateChanged,
@@ -44,6 +42,7 @@ from .net.peer_io import PeerProtocol
 from .peer import Peer
 from .peer_extensions import PeerExtensions
 from .picker import Picker
+from .piece_pipeline import PiecePipeline
 from .piecestate import PieceState, PieceStateRun, piece_state_runs
 from .ratelimit import TokenBucket
 from .reader import ReadaheadFunc, Reader
@@ -57,10 +56,8 @@ from .types import InfoHash, PiecePriority
 from .upload import Uploader
 from .wire import (
     Bitfield,
-    Cancel,
     Choke,
     ExtendedMessage,
-    Have,
     HaveAll,
     HaveNone,
     Interested,
@@ -69,17 +66,12 @@ from .wire import (
     Request,
     Unchoke,
 )
-from .wire import Piece as PieceMsg
 
 if TYPE_CHECKING:
     from .client import Client
 
 log = logging.getLogger(__name__)
 
-#: Spare piece buffers kept for reuse while downloading (see ``_recycle_buf``).
-BUF_POOL_BYTES = 8 << 20
-#: A peer that alone sent the data of this many failed pieces is banned.
-BAN_AFTER_FAILURES = 2
 #: How often the torrent's housekeeping runs (choking, interest, dialing).
 TICK_SECONDS = 1.0
 #: While downloading with few peers, known but unconnected peers are retried this often.
@@ -150,13 +142,7 @@ class Torrent:
         self._last_redial = 0.0
         self._dial_tasks: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[object]] = set()
-        self._bufs: dict[int, bytearray] = {}
-        self._buf_pool: list[bytearray] = []  # spare full-size piece buffers
-        self._contributors: dict[int, dict[int, Peer]] = {}
-        self._failed_blocks: dict[int, dict[int, tuple[Peer, bytes]]] = {}
-        self._hash_failures: dict[str, int] = {}  # Client.blame_key -> pieces failed alone
-        self._hashing: set[int] = set()
-        self._hash_sem = asyncio.Semaphore(max(1, cfg.piece_hashers_per_torrent))
+        self._hashing: set[int] = set()  # pieces being hashed in a worker thread
         self._closed_stats = TorrentStats()
         self._wanted_done = asyncio.Event()
         self._state_changed = asyncio.Event()
@@ -183,6 +169,8 @@ class Torrent:
         self._ext = PeerExtensions(self)
         # Serving requests from a piece read cache (core/upload.py).
         self._upload = Uploader(self)
+        # Blocks into piece buffers, hash and write, blame (core/piece_pipeline.py).
+        self._pipeline = PiecePipeline(self)
         if metainfo is not None:
             assert storage is not None and layout is not None
             self._init_info(metainfo, storage, layout)
@@ -387,8 +375,7 @@ class Torrent:
         if not self.has_info:
             return  # nothing on disk can be known yet
         self._set_state(TorrentState.CHECKING)
-        self._bufs.clear()
-        self._contributors.clear()
+        self._pipeline.clear()
         self._upload.clear_cache()
         self._rebuild_picker(zeros(self.num_pieces, "big"))
         if self.completion is not None:
@@ -474,7 +461,7 @@ class Torrent:
         self._set_state(self._active_state())
         self._trackers.start(complete=self._is_seed())
         if self.picker.is_complete():
-            await self._on_wanted_complete()
+            await self._pipeline.wanted_complete()
         self._tick_task = asyncio.create_task(self._tick_loop(), name=f"tick {self.name}")
 
     async def close(self) -> None:
@@ -675,7 +662,7 @@ class Torrent:
         if not changed or not self._started:
             return
         if self.picker.is_complete():
-            self._schedule(self._on_wanted_complete())
+            self._schedule(self._pipeline.wanted_complete())
         elif self._state is TorrentState.SEEDING and not self.picker.is_complete():
             self._set_state(TorrentState.DOWNLOADING)
         for peer in list(self.peers):
@@ -702,7 +689,7 @@ class Torrent:
             # As in anacrolix, a piece we have is wanted by nobody any more.
             priority=PiecePriority.NONE if have else picker.priority(p),
             complete=have,
-            partial=not have and (p in self._bufs),
+            partial=not have and (p in self._pipeline.bufs),
             hashing=p in self._hashing,
             queued_for_hash=picker.is_hashing(p) and p not in self._hashing,
         )
@@ -884,28 +871,7 @@ class Torrent:
     def _disconnect_all(self, reason: str) -> None:
         for peer in list(self.peers) + list(self._half_open.values()):
             peer.close(reason)
-        self._drop_partial_pieces()
-
-    def _drop_partial_pieces(self) -> None:
-        """Discard the buffers of unfinished pieces, and the picker's record of their blocks.
-
-        Dropping only the buffers would leave the picker counting those blocks
-        as received: after a pause or a storage error the piece would later
-        complete with zeros in their place, fail its hash and get the peer
-        that sent the rest blamed (and banned).  Pieces already queued for
-        hashing are left to ``_verify_and_write``, which sees the buffer gone.
-        """
-        for p in self._bufs:
-            if not self.picker.is_hashing(p):
-                self.picker.on_piece_hashed(p, False)
-                self._piece_changed(p)
-        self._bufs.clear()
-        self._contributors.clear()
-
-    def _ban(self, peer: Peer, reason: str) -> None:
-        host, port = peer.address
-        self.client.ban(host, reason, port=port, peer_id=peer.peer_id)
-        peer.close(f"banned: {reason}")
+        self._pipeline.drop_partial_pieces()
 
     def _update_interest(self, peer: Peer) -> None:
         proto = peer.proto
@@ -1004,177 +970,13 @@ class Torrent:
             if p is not None and p.proto is not None:
                 p.proto.send(Unchoke())
 
-    # ------------------------------------------------------------------ downloading
-
-    def _block_received(self, peer: Peer, msg: PieceMsg) -> None:
-        n = len(msg.data)
-        now = time.monotonic()
-        peer.stats.bytes_read_data += n
-        peer.stats.chunks_read += 1
-        peer.down_rate.add(n, now)
-        peer.last_block_at = now
-        # Requests stay outstanding in the picker until answered: a block
-        # dropped here must release its request, or the chunk would never be
-        # asked for again.  Nothing wanted (seeding) is a moment away from a
-        # reader or a priority change wanting it: keep the data.
-        if self._state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
-            self.picker.on_request_cancelled(peer, msg.index, msg.begin)
-            return
-        outcome = self.picker.on_block_received(peer, msg.index, msg.begin, n)
-        for other in outcome.cancel:
-            if isinstance(other, Peer) and other.proto is not None:
-                other.proto.send(Cancel(msg.index, msg.begin, n))
-        if not outcome.useful:
-            peer.stats.chunks_read_wasted += 1
-            self._fill_requests(peer)
-            return
-        peer.stats.chunks_read_useful += 1
-        peer.stats.bytes_read_useful_data += n
-        p = msg.index
-        buf = self._bufs.get(p)
-        if buf is None:
-            size = self.info.piece_size(p)
-            pool = self._buf_pool
-            buf = pool.pop() if pool and size == self.info.piece_length else bytearray(size)
-            self._bufs[p] = buf
-            self._piece_changed(p)
-        buf[msg.begin : msg.begin + n] = msg.data
-        self._contributors.setdefault(p, {})[msg.begin] = peer
-        if self._streaming.block_waiters:
-            self._streaming.block_arrived(p)
-        if outcome.piece_complete:
-            self.picker.mark_hashing(p)
-            self._piece_changed(p)
-            self._schedule(self._verify_and_write(p))
-        self._fill_requests(peer)
-
-    async def _verify_and_write(self, p: int) -> None:
-        buf = self._bufs.pop(p, None)
-        contributors = self._contributors.pop(p, {})
-        if buf is None:  # dropped meanwhile (pause / storage error)
-            if self.picker.is_hashing(p):
-                self.picker.on_piece_hashed(p, False)
-            return
-        async with self._hash_sem:
-            self._hashing.add(p)
-            self._piece_changed(p)
-            try:
-                ok = await asyncio.to_thread(self._hash_and_write, p, buf)
-            except StorageError as exc:
-                self._hashing.discard(p)
-                self.picker.on_piece_hashed(p, False)  # re-download later, blame nobody
-                self._storage_failed(exc)
-                return
-            finally:
-                self._hashing.discard(p)
-        if self._closed:
-            return
-        self.picker.on_piece_hashed(p, ok)
-        self._piece_changed(p)
-        if ok:
-            self._piece_verified(p, buf, contributors)
-        else:
-            self._piece_failed(p, buf, contributors)
-        self._recycle_buf(buf)
-
-    def _recycle_buf(self, buf: bytearray) -> None:
-        """Keep a finished piece buffer for the next piece.
-
-        A fresh ``bytearray`` of a piece's size is zero-filled memory the
-        kernel must map page by page (for 1 MiB pieces, 256 page faults per
-        piece, about half of the event loop's time per block); reusing a few
-        buffers avoids that.  Every byte of a reused buffer is overwritten
-        before it is hashed (a piece is only hashed once all its blocks are in).
-        """
-        plen = self.info.piece_length
-        if len(buf) == plen and len(self._buf_pool) * plen < BUF_POOL_BYTES:
-            self._buf_pool.append(buf)
-
-    def _hash_and_write(self, p: int, buf: bytearray) -> bool:
-        """Worker thread: verify then write; only good data reaches the disk."""
-        if self.info.pieces:
-            ok = hashlib.sha1(buf).digest() == self.info.piece_hash_v1(p)
-        else:
-            ok = self.metainfo.verify_piece_v2(p, buf)
-        if not ok:
-            return False
-        self.storage.write_block(p, 0, buf)
-        if self.completion is not None:
-            self.completion.mark(self.info_hash, p, True)
-        return True
-
-    def _piece_verified(self, p: int, buf: bytearray, contributors: dict[int, Peer]) -> None:
-        for peer in set(contributors.values()):
-            peer.stats.pieces_dirtied_good += 1
-        failed = self._failed_blocks.pop(p, None)
-        if failed:
-            # Blame exactly the peers whose earlier blocks differ from the good data.
-            for begin, (peer, digest) in failed.items():
-                good = hashlib.sha1(buf[begin : begin + 16384]).digest()
-                if digest != good:
-                    self._ban(peer, f"sent corrupt data for piece {p}")
-        for peer in list(self.peers):
-            if peer.proto is not None:
-                peer.proto.send(Have(p))
-            self._update_interest(peer)
-        if self.picker.is_complete():
-            self._schedule(self._on_wanted_complete())
-
-    def _piece_failed(self, p: int, buf: bytearray, contributors: dict[int, Peer]) -> None:
-        peers = set(contributors.values())
-        self.client.bus.publish(
-            PieceHashFailed(self.info_hash, p, tuple(peer.address for peer in peers))
-        )
-        for peer in peers:
-            peer.stats.pieces_dirtied_bad += 1
-        if len(peers) == 1:
-            (peer,) = peers
-            peer.hash_failures += 1
-            # Counted per peer, not per connection: reconnecting must not reset it.
-            key = self.client.blame_key(peer.address[0], peer.peer_id)
-            failures = self._hash_failures[key] = self._hash_failures.get(key, 0) + 1
-            if failures >= BAN_AFTER_FAILURES:
-                self._ban(peer, f"{failures} pieces failed their hash check")
-        else:
-            self._failed_blocks[p] = {
-                begin: (peer, hashlib.sha1(buf[begin : begin + 16384]).digest())
-                for begin, peer in contributors.items()
-            }
-        for peer in list(self.peers):
-            self._fill_requests(peer)
-
-    async def _on_wanted_complete(self) -> None:
-        self._buf_pool.clear()  # nothing left to download: give the memory back
-        if self._closed or self._state is TorrentState.ERROR:
-            return
-        try:
-            await asyncio.to_thread(self.storage.ensure_files, self._wanted_file_indices())
-        except StorageError as exc:
-            self._storage_failed(exc)
-            return
-        await self._flush_storage()
-        if not self.picker.is_complete():
-            return  # something became wanted meanwhile (a priority change, a reader)
-        if self._state is TorrentState.DOWNLOADING:
-            self._set_state(TorrentState.SEEDING)
-            if self._is_seed():
-                self._trackers.completed()
-        self._state_changed.set()
-        for peer in list(self.peers):
-            self._update_interest(peer)
-            if not self.client.config.seed:
-                peer.close("download complete, not seeding")
-            elif peer.is_seed and self.picker.num_have == self.num_pieces:
-                peer.close("both complete")
-
-    def _wanted_file_indices(self) -> list[int]:
-        return [f.index for f in self.files if f.priority > PiecePriority.NONE]
+    # ------------------------------------------------------------------ storage errors
 
     def _storage_failed(self, exc: StorageError) -> None:
         if self._state is TorrentState.ERROR:
             return
         self.error = str(exc)
-        self._drop_partial_pieces()
+        self._pipeline.drop_partial_pieces()
         for peer in list(self.peers):
             self.picker.release_peer(peer)
             if peer.proto is not None and peer.proto.conn.am_interested:

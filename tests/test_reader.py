@@ -332,13 +332,13 @@ async def test_responsive_reader_returns_bytes_before_the_hash_check(tmp_path: P
     async with AsyncExitStack() as stack, asyncio.timeout(20):
         st, t, blob = await seeded_pair(tmp_path, stack)
         release = threading.Event()
-        real = t._hash_and_write
+        real = t._pipeline.hash_and_write
 
         def slow_hash(p: int, buf: bytearray) -> bool:
             release.wait(10)
             return real(p, buf)
 
-        t._hash_and_write = slow_hash  # type: ignore[method-assign]
+        t._pipeline.hash_and_write = slow_hash  # type: ignore[method-assign]
         t.add_peers([("127.0.0.1", st.client.listen_port)])
         try:
             fast = t.new_reader(readahead=1, responsive=True)

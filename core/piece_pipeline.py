@@ -1,0 +1,250 @@
+"""A torrent's download pipeline: received blocks -> piece buffers -> hash -> disk.
+
+Kept out of ``torrent.py`` because it is one flow with its own state.  Blocks
+arrive in protocol callbacks and are copied into a per-piece buffer (reused
+from a small pool: fresh zero-filled buffers cost page faults on the event
+loop).  A complete piece is hashed and written in a worker thread, a few at
+a time, and only then marked as had; only good data reaches the disk.  The
+picker's unverified-bytes cap bounds the buffers, so download never outruns
+hashing and memory stays bounded.
+
+A piece that fails its hash is blamed on whoever sent it: a peer that alone
+sent ``BAN_AFTER_FAILURES`` bad pieces is banned (counted per
+``Client.blame_key``, so reconnecting does not reset it); when several peers
+sent parts, each block's digest is kept until the piece passes, and exactly
+the peers whose blocks differ from the good data are banned.  When every
+wanted piece is had, ``wanted_complete`` creates the remaining wanted files,
+flushes, and moves the torrent to seeding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import TYPE_CHECKING
+
+from .errors import StorageError
+from .events import PieceHashFailed
+from .peer import Peer
+from .stats import TorrentState
+from .types import PiecePriority
+from .wire import Cancel, Have
+from .wire import Piece as PieceMsg
+
+if TYPE_CHECKING:
+    from .torrent import Torrent
+
+#: Spare piece buffers kept for reuse while downloading (see ``_recycle_buf``).
+BUF_POOL_BYTES = 8 << 20
+#: A peer that alone sent the data of this many failed pieces is banned.
+BAN_AFTER_FAILURES = 2
+
+
+class PiecePipeline:
+    """One torrent's piece buffers, hashing and blame; see the module docstring."""
+
+    def __init__(self, torrent: Torrent) -> None:
+        self.torrent = torrent
+        self.bufs: dict[int, bytearray] = {}
+        self._buf_pool: list[bytearray] = []  # spare full-size piece buffers
+        self._contributors: dict[int, dict[int, Peer]] = {}
+        self._failed_blocks: dict[int, dict[int, tuple[Peer, bytes]]] = {}
+        self._hash_failures: dict[str, int] = {}  # Client.blame_key -> pieces failed alone
+        cfg = torrent.client.config
+        self._hash_sem = asyncio.Semaphore(max(1, cfg.piece_hashers_per_torrent))
+
+    def clear(self) -> None:
+        """Forget unfinished pieces' buffers and senders (used before a full recheck)."""
+        self.bufs.clear()
+        self._contributors.clear()
+
+    def block_received(self, peer: Peer, msg: PieceMsg) -> None:
+        t = self.torrent
+        n = len(msg.data)
+        now = time.monotonic()
+        peer.stats.bytes_read_data += n
+        peer.stats.chunks_read += 1
+        peer.down_rate.add(n, now)
+        peer.last_block_at = now
+        # Requests stay outstanding in the picker until answered: a block
+        # dropped here must release its request, or the chunk would never be
+        # asked for again.  Nothing wanted (seeding) is a moment away from a
+        # reader or a priority change wanting it: keep the data.
+        if t._state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+            t.picker.on_request_cancelled(peer, msg.index, msg.begin)
+            return
+        outcome = t.picker.on_block_received(peer, msg.index, msg.begin, n)
+        for other in outcome.cancel:
+            if isinstance(other, Peer) and other.proto is not None:
+                other.proto.send(Cancel(msg.index, msg.begin, n))
+        if not outcome.useful:
+            peer.stats.chunks_read_wasted += 1
+            t._fill_requests(peer)
+            return
+        peer.stats.chunks_read_useful += 1
+        peer.stats.bytes_read_useful_data += n
+        p = msg.index
+        buf = self.bufs.get(p)
+        if buf is None:
+            size = t.info.piece_size(p)
+            pool = self._buf_pool
+            buf = pool.pop() if pool and size == t.info.piece_length else bytearray(size)
+            self.bufs[p] = buf
+            t._piece_changed(p)
+        buf[msg.begin : msg.begin + n] = msg.data
+        self._contributors.setdefault(p, {})[msg.begin] = peer
+        if t._streaming.block_waiters:
+            t._streaming.block_arrived(p)
+        if outcome.piece_complete:
+            t.picker.mark_hashing(p)
+            t._piece_changed(p)
+            t._schedule(self._verify_and_write(p))
+        t._fill_requests(peer)
+
+    async def _verify_and_write(self, p: int) -> None:
+        t = self.torrent
+        buf = self.bufs.pop(p, None)
+        contributors = self._contributors.pop(p, {})
+        if buf is None:  # dropped meanwhile (pause / storage error)
+            if t.picker.is_hashing(p):
+                t.picker.on_piece_hashed(p, False)
+            return
+        async with self._hash_sem:
+            t._hashing.add(p)
+            t._piece_changed(p)
+            try:
+                ok = await asyncio.to_thread(self.hash_and_write, p, buf)
+            except StorageError as exc:
+                t._hashing.discard(p)
+                t.picker.on_piece_hashed(p, False)  # re-download later, blame nobody
+                t._storage_failed(exc)
+                return
+            finally:
+                t._hashing.discard(p)
+        if t._closed:
+            return
+        t.picker.on_piece_hashed(p, ok)
+        t._piece_changed(p)
+        if ok:
+            self._piece_verified(p, buf, contributors)
+        else:
+            self._piece_failed(p, buf, contributors)
+        self._recycle_buf(buf)
+
+    def _recycle_buf(self, buf: bytearray) -> None:
+        """Keep a finished piece buffer for the next piece.
+
+        A fresh ``bytearray`` of a piece's size is zero-filled memory the
+        kernel must map page by page (for 1 MiB pieces, 256 page faults per
+        piece, about half of the event loop's time per block); reusing a few
+        buffers avoids that.  Every byte of a reused buffer is overwritten
+        before it is hashed (a piece is only hashed once all its blocks are in).
+        """
+        plen = self.torrent.info.piece_length
+        if len(buf) == plen and len(self._buf_pool) * plen < BUF_POOL_BYTES:
+            self._buf_pool.append(buf)
+
+    def hash_and_write(self, p: int, buf: bytearray) -> bool:
+        """Worker thread: verify then write; only good data reaches the disk."""
+        t = self.torrent
+        if t.info.pieces:
+            ok = hashlib.sha1(buf).digest() == t.info.piece_hash_v1(p)
+        else:
+            ok = t.metainfo.verify_piece_v2(p, buf)
+        if not ok:
+            return False
+        t.storage.write_block(p, 0, buf)
+        if t.completion is not None:
+            t.completion.mark(t.info_hash, p, True)
+        return True
+
+    def _piece_verified(self, p: int, buf: bytearray, contributors: dict[int, Peer]) -> None:
+        t = self.torrent
+        for peer in set(contributors.values()):
+            peer.stats.pieces_dirtied_good += 1
+        failed = self._failed_blocks.pop(p, None)
+        if failed:
+            # Blame exactly the peers whose earlier blocks differ from the good data.
+            for begin, (peer, digest) in failed.items():
+                good = hashlib.sha1(buf[begin : begin + 16384]).digest()
+                if digest != good:
+                    self._ban(peer, f"sent corrupt data for piece {p}")
+        for peer in list(t.peers):
+            if peer.proto is not None:
+                peer.proto.send(Have(p))
+            t._update_interest(peer)
+        if t.picker.is_complete():
+            t._schedule(self.wanted_complete())
+
+    def _piece_failed(self, p: int, buf: bytearray, contributors: dict[int, Peer]) -> None:
+        t = self.torrent
+        peers = set(contributors.values())
+        t.client.bus.publish(PieceHashFailed(t.info_hash, p, tuple(peer.address for peer in peers)))
+        for peer in peers:
+            peer.stats.pieces_dirtied_bad += 1
+        if len(peers) == 1:
+            (peer,) = peers
+            peer.hash_failures += 1
+            # Counted per peer, not per connection: reconnecting must not reset it.
+            key = t.client.blame_key(peer.address[0], peer.peer_id)
+            failures = self._hash_failures[key] = self._hash_failures.get(key, 0) + 1
+            if failures >= BAN_AFTER_FAILURES:
+                self._ban(peer, f"{failures} pieces failed their hash check")
+        else:
+            self._failed_blocks[p] = {
+                begin: (peer, hashlib.sha1(buf[begin : begin + 16384]).digest())
+                for begin, peer in contributors.items()
+            }
+        for peer in list(t.peers):
+            t._fill_requests(peer)
+
+    def _ban(self, peer: Peer, reason: str) -> None:
+        host, port = peer.address
+        self.torrent.client.ban(host, reason, port=port, peer_id=peer.peer_id)
+        peer.close(f"banned: {reason}")
+
+    def drop_partial_pieces(self) -> None:
+        """Discard the buffers of unfinished pieces, and the picker's record of their blocks.
+
+        Dropping only the buffers would leave the picker counting those blocks
+        as received: after a pause or a storage error the piece would later
+        complete with zeros in their place, fail its hash and get the peer
+        that sent the rest blamed (and banned).  Pieces already queued for
+        hashing are left to ``_verify_and_write``, which sees the buffer gone.
+        """
+        t = self.torrent
+        for p in self.bufs:
+            if not t.picker.is_hashing(p):
+                t.picker.on_piece_hashed(p, False)
+                t._piece_changed(p)
+        self.bufs.clear()
+        self._contributors.clear()
+
+    async def wanted_complete(self) -> None:
+        t = self.torrent
+        self._buf_pool.clear()  # nothing left to download: give the memory back
+        if t._closed or t._state is TorrentState.ERROR:
+            return
+        try:
+            await asyncio.to_thread(t.storage.ensure_files, self._wanted_file_indices())
+        except StorageError as exc:
+            t._storage_failed(exc)
+            return
+        await t._flush_storage()
+        if not t.picker.is_complete():
+            return  # something became wanted meanwhile (a priority change, a reader)
+        if t._state is TorrentState.DOWNLOADING:
+            t._set_state(TorrentState.SEEDING)
+            if t._is_seed():
+                t._trackers.completed()
+        t._state_changed.set()
+        for peer in list(t.peers):
+            t._update_interest(peer)
+            if not t.client.config.seed:
+                peer.close("download complete, not seeding")
+            elif peer.is_seed and t.picker.num_have == t.num_pieces:
+                peer.close("both complete")
+
+    def _wanted_file_indices(self) -> list[int]:
+        return [f.index for f in self.torrent.files if f.priority > PiecePriority.NONE]
