@@ -18,12 +18,12 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from bitarray import bitarray
-from bitarray.util import zeros
 
+from . import checking
 from .choker import Choker, PeerView, is_snubbed
 from .errors import StorageError, TorrentError
 from .events import (
@@ -47,7 +47,7 @@ from .piecestate import PieceState, PieceStateRun, piece_state_runs
 from .ratelimit import TokenBucket
 from .reader import ReadaheadFunc, Reader
 from .stats import TorrentState, TorrentStats
-from .storage import CompletionStore, DataMissingError, Layout, Storage
+from .storage import CompletionStore, Layout, Storage
 from .streaming import PieceStateSubscription, Streaming
 from .tracker.announcer import Announcer
 from .tracker.driver import TrackerDriver
@@ -372,20 +372,7 @@ class Torrent:
 
     async def verify_data(self) -> None:
         """Rehash every piece from disk, forgetting what was known."""
-        if not self.has_info:
-            return  # nothing on disk can be known yet
-        self._set_state(TorrentState.CHECKING)
-        self._pipeline.clear()
-        self._upload.clear_cache()
-        self._rebuild_picker(zeros(self.num_pieces, "big"))
-        if self.completion is not None:
-            empty = self.picker.have_bitfield()
-            await asyncio.to_thread(self.completion.save_all, self.info_hash, self.layout, empty)
-        for p in range(self.num_pieces):
-            self._piece_changed(p)
-        await self._check_pieces(range(self.num_pieces), forget_unverified=False)
-        self._set_state(self._active_state())
-        self._maybe_dial()
+        await checking.verify_data(self)
 
     async def drop(self) -> None:
         await self.client.remove_torrent(self.info_hash)
@@ -438,23 +425,7 @@ class Torrent:
     async def start(self, *, verify: bool = False) -> None:
         """Find out what is on disk, then start downloading or seeding."""
         self._set_state(TorrentState.CHECKING)
-        known = None
-        if self.completion is not None and verify:
-            # Forget the old record, but register the torrent: marks need it.
-            empty = zeros(self.num_pieces, "big")
-            await asyncio.to_thread(self.completion.save_all, self.info_hash, self.layout, empty)
-        elif self.completion is not None:
-            known = await asyncio.to_thread(self.completion.load, self.info_hash, self.layout)
-        to_check: list[int] = []
-        if known is not None:
-            for p in known.search(1):
-                self.picker.set_have(p)
-        on_disk = await asyncio.to_thread(self.layout.pieces_with_data_on_disk)
-        if known is not None:
-            on_disk &= ~known
-        to_check = list(on_disk.search(1))
-        if to_check:
-            await self._check_pieces(to_check, forget_unverified=False)
+        await checking.check_on_start(self, verify=verify)
         self._started = True
         if self._closed:
             return
@@ -556,70 +527,6 @@ class Torrent:
             if peer.proto is not None and peer.proto.conn.am_interested:
                 self._fill_requests(peer)
         self._maybe_dial()
-
-    # ------------------------------------------------------------------ checking
-
-    async def _check_pieces(self, pieces: Sequence[int], *, forget_unverified: bool) -> None:
-        """Hash pieces already on disk, a few at a time in worker threads."""
-        sem = asyncio.Semaphore(max(1, self.client.config.piece_hashers_per_torrent))
-
-        async def check(p: int) -> None:
-            async with sem:
-                if self._closed:
-                    return
-                self._hashing.add(p)
-                try:
-                    ok = await asyncio.to_thread(self._hash_on_disk, p)
-                finally:
-                    self._hashing.discard(p)
-                if ok:
-                    self.picker.set_have(p)
-                    if self.completion is not None:
-                        await asyncio.to_thread(self.completion.mark, self.info_hash, p, True)
-                elif forget_unverified and self.picker.have(p):
-                    self._forget_piece(p)
-                self._piece_changed(p)
-
-        await asyncio.gather(*(check(p) for p in pieces))
-
-    def _forget_piece(self, p: int) -> None:
-        # The picker has no "un-have"; rebuild it without this piece.
-        have = self.picker.have_bitfield()
-        have[p] = 0
-        self._rebuild_picker(have)
-        self._piece_changed(p)
-        if self.completion is not None:
-            # A SQLite write: never on the event loop.
-            self._schedule(asyncio.to_thread(self.completion.mark, self.info_hash, p, False))
-
-    def _rebuild_picker(self, have: bitarray) -> None:
-        cfg = self.client.config
-        info = self.info
-        picker = Picker(
-            info.num_pieces,
-            info.piece_length,
-            info.length,
-            max_unverified_bytes=cfg.max_unverified_bytes,
-            piece_sizes=None if info.pieces else info.piece_size,
-        )
-        picker.set_sequential(self.picker.sequential)
-        for i in range(info.num_pieces):
-            picker.set_priority(i, self._piece_priority(i))
-        for p in have.search(1):
-            picker.set_have(p)
-        for peer in self.peers:
-            if peer.has is not None:
-                picker.peer_bitfield(peer.has)
-        self.picker = picker
-
-    def _hash_on_disk(self, p: int) -> bool:
-        """Worker thread: does the piece on disk match its hash?"""
-        try:
-            if self.info.pieces:
-                return self.storage.hash_piece(p, "sha1") == self.info.piece_hash_v1(p)
-            return self.metainfo.verify_piece_v2(p, self.storage.read_piece(p))
-        except DataMissingError:
-            return False
 
     # ------------------------------------------------------------------ priorities
 

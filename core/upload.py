@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from .checking import forget_piece
 from .errors import StorageError
 from .storage import DataMissingError
 from .wire import Request
@@ -73,7 +74,7 @@ class Uploader:
             self.pending_reads.pop(p, None)
             if isinstance(exc, DataMissingError):
                 # Our data vanished from under us: recheck rather than serve garbage.
-                t._forget_piece(p)
+                forget_piece(t, p)
                 return
             t._storage_failed(exc)
             return
