@@ -204,7 +204,17 @@ class Reader:
             absolute = self._offset + self._pos
             p = absolute // plen
             begin = absolute - p * plen
-            end = min(info.piece_size(p), begin + want - done)
+            size = info.piece_size(p)
+            if begin >= size:
+                # Pure v2: the tail of a file's last piece is virtual padding
+                # that no piece holds; like a BEP 47 padding file it reads as zeros.
+                k = min(plen - begin, want - done)
+                view[done : done + k] = bytes(k)
+                done += k
+                self._pos += k
+                self._update_window()
+                continue
+            end = min(size, begin + want - done)
             data = await self._piece_bytes(p, begin, end, wait=done == 0)
             if not data:
                 break
