@@ -301,3 +301,38 @@ async def test_readers_over_a_v2_torrent(tmp_path: Path) -> None:
                 whole = await r.read()
         assert whole == linear_space(mi, seed_dir)[PL // 2 :]
         assert len(whole) == mi.info.length - PL // 2
+
+
+# -- the TUI's priority preview ----------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+async def test_tui_priority_preview_counts_short_v2_pieces(tmp_path: Path) -> None:
+    from tui.engine import RealEngine
+
+    mi, torrent_path, _ = build(tmp_path, "ours")
+    engine = RealEngine(loopback_config(tmp_path, "tui"), session=None)
+    try:
+        async with asyncio.timeout(20):
+            await engine.start()
+            ih = await engine.add(str(torrent_path))
+        details = engine.details(ih)
+        assert details is not None
+        by_path = {f.path: f.index for f in details.files}
+        # One short piece of 20,001 bytes, not a full 32 KiB one.
+        assert engine.preview_priorities(ih, [by_path["c/odd.bin"]], PiecePriority.NONE) == (
+            1,
+            20_001,
+        )
+        # A full piece and a short one of 16 KiB, in the middle of the torrent.
+        assert engine.preview_priorities(ih, [by_path["b/mid.bin"]], PiecePriority.NONE) == (
+            2,
+            PL + 16 * KIB,
+        )
+        everything = [by_path[p] for p in by_path]
+        assert engine.preview_priorities(ih, everything, PiecePriority.NONE) == (
+            mi.info.num_pieces,
+            TOTAL,
+        )
+    finally:
+        await engine.close()

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -114,8 +114,13 @@ def priority_change(
     total_size: int,
     indices: Sequence[int],
     prio: PiecePriority,
+    piece_size: Callable[[int], int] | None = None,
 ) -> tuple[int, int]:
     """How many pieces, and how many bytes in them, change priority if ``indices`` get ``prio``.
+
+    Pieces are ``piece_length`` long up to ``total_size`` unless ``piece_size``
+    says otherwise: pass it when pieces may be short in the middle (pure v2,
+    where each file ends its own piece) or padding files shift the end.
 
     A piece's priority is the highest of the files it overlaps, so a piece
     shared with a file that keeps a higher priority does not change (skipping
@@ -140,7 +145,10 @@ def priority_change(
                 old[p] = max(old[p], int(f.priority))
                 new[p] = max(new[p], int(after))
     changed = [p for p in touched if old[p] != new[p]]
-    nbytes = sum(min(piece_length, total_size - p * piece_length) for p in changed)
+    if piece_size is not None:
+        nbytes = sum(piece_size(p) for p in changed)
+    else:
+        nbytes = sum(min(piece_length, total_size - p * piece_length) for p in changed)
     return len(changed), nbytes
 
 
@@ -416,8 +424,14 @@ class RealEngine:
         t = self.client.torrent(ih)
         if t is None or getattr(t, "info", None) is None:
             return 0, 0
+        info = t.info
         return priority_change(
-            self._file_rows(t), t.info.piece_length, t.length, indices, PiecePriority(prio)
+            self._file_rows(t),
+            info.piece_length,
+            t.length,
+            indices,
+            PiecePriority(prio),
+            piece_size=info.piece_size,
         )
 
     # ------------------------------------------------------------------ adding
