@@ -16,10 +16,9 @@ common size, and a piece larger than the read cache's usual entry.
 Transfer rates are printed (run with ``-s``) but never asserted: the machine
 is shared.
 
-Not covered here: pure v2 torrents. The picker assumes v1 piece geometry
-(one linear piece space), while a pure v2 torrent's pieces stop at each file
-end, so only v1 and hybrid are tested; hybrids are fetched over the v1
-handshake and verified with SHA-1.
+Pure v2 torrents (each file's last piece short, merkle verification) are
+tested in tests/test_v2_download.py; here v1 and hybrid, where hybrids are
+fetched over the v1 handshake and verified with SHA-1.
 """
 
 from __future__ import annotations
