@@ -90,8 +90,8 @@ async def run(
     async with Client(cfg) as client:
         t = await client.add_metainfo(mi)
         peer = Peer(t, ("127.0.0.1", 6881), PeerSource.DIRECT, incoming=False)
-        t._half_open[peer.address] = peer
-        conn = t._new_connection(t.info_hash.wire)
+        t._swarm.half_open[peer.address] = peer
+        conn = t._swarm.new_connection(t.info_hash.wire)
         proto = client.make_protocol(conn, peer, outgoing=True)
         transport = FakeTransport()
         proto.connection_made(transport)

@@ -65,7 +65,7 @@ async def verify_data(t: Torrent) -> None:
         t._piece_changed(p)
     await check_pieces(t, range(t.num_pieces), forget_unverified=False)
     t._set_state(t._active_state())
-    t._maybe_dial()
+    t._swarm.maybe_dial()
 
 
 async def check_pieces(t: Torrent, pieces: Sequence[int], *, forget_unverified: bool) -> None:

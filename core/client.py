@@ -211,7 +211,7 @@ class Client:
         """Room for one more outgoing attempt under the global connection limits?"""
         if self._connections >= self.config.max_connections:
             return False
-        half_open = sum(len(t._half_open) for t in self.torrents.values())
+        half_open = sum(len(t._swarm.half_open) for t in self.torrents.values())
         return half_open < self.config.max_half_open
 
     def connection_closed(self) -> None:

@@ -234,6 +234,6 @@ def send_have_sets(torrent: Torrent) -> None:
         proto = peer.proto
         if proto is None or proto.closed or peer.have_set_sent:
             continue
-        proto.send_many(t._have_set(peer))
-        t._update_interest(peer)
-    t._rechoke_soon()
+        proto.send_many(t._swarm.have_set(peer))
+        t._swarm.update_interest(peer)
+    t._swarm.rechoke_soon()

@@ -131,7 +131,7 @@ class Peer:
     def peer_closed(self, proto: PeerProtocol, reason: str) -> None:
         if not self.closed:
             self.closed = True
-            self.torrent._peer_closed(self, reason)
+            self.torrent._swarm.peer_closed(self, reason)
 
     def peer_writable(self, proto: PeerProtocol) -> None:
         self.torrent._upload.serve_queued(self)
@@ -147,7 +147,7 @@ class Peer:
             self.proto.close(reason)
         elif not self.closed:
             self.closed = True
-            self.torrent._peer_closed(self, reason)
+            self.torrent._swarm.peer_closed(self, reason)
 
     def sync_io_counters(self) -> None:
         """Copy the transport's byte counters (protocol overhead included) into stats."""
@@ -170,7 +170,7 @@ class Peer:
     def _on_handshake(self, ev: HandshakeReceived) -> None:
         self.peer_id = ev.peer_id
         self.client = client_name_from_peer_id(ev.peer_id)
-        self.torrent._peer_handshaken(self)
+        self.torrent._swarm.peer_handshaken(self)
 
     def _on_ext_handshake(self, ev: ExtensionHandshake) -> None:
         if ev.v:
@@ -190,7 +190,7 @@ class Peer:
         self.has = ev.bits
         t.picker.peer_bitfield(ev.bits)
         self.is_seed = ev.bits.all()
-        t._update_interest(self)
+        t._swarm.update_interest(self)
 
     def _on_have_all(self, ev: HaveAll) -> None:
         t = self.torrent
@@ -200,7 +200,7 @@ class Peer:
         self.has.setall(1)
         self.is_seed = True
         t.picker.peer_have_all()
-        t._update_interest(self)
+        t._swarm.update_interest(self)
 
     def _on_have_none(self, ev: HaveNone) -> None:
         t = self.torrent
@@ -229,9 +229,9 @@ class Peer:
             and not t.picker.have(ev.index)
             and t.picker.priority(ev.index) > PiecePriority.NONE
         ):
-            t._update_interest(self)
+            t._swarm.update_interest(self)
         elif proto is not None and proto.conn.am_interested:
-            t._fill_requests(self)
+            t._swarm.fill_requests(self)
 
     def _on_choke(self, ev: Choke) -> None:
         # With the fast extension requests stay valid until rejected; without
@@ -243,13 +243,13 @@ class Peer:
 
     def _on_unchoke(self, ev: Unchoke) -> None:
         self.last_block_at = time.monotonic()
-        self.torrent._fill_requests(self)
+        self.torrent._swarm.fill_requests(self)
 
     def _on_interested(self, ev: Interested) -> None:
-        self.torrent._rechoke_soon()
+        self.torrent._swarm.rechoke_soon()
 
     def _on_not_interested(self, ev: NotInterested) -> None:
-        self.torrent._rechoke_soon()
+        self.torrent._swarm.rechoke_soon()
 
     def _on_piece(self, ev: Piece) -> None:
         self.torrent._pipeline.block_received(self, ev)
@@ -264,12 +264,12 @@ class Peer:
 
     def _on_reject(self, ev: Reject) -> None:
         self.torrent.picker.on_request_rejected(self, ev.index, ev.begin)
-        self.torrent._fill_requests(self)
+        self.torrent._swarm.fill_requests(self)
 
     def _on_allowed_fast(self, ev: AllowedFast) -> None:
         t = self.torrent
         if self.proto is not None and self.proto.conn.peer_choking:
-            t._fill_requests(self)
+            t._swarm.fill_requests(self)
 
     def _on_ignored(self, ev: object) -> None:
         pass

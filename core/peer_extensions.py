@@ -266,11 +266,11 @@ class PeerExtensions:
         """A private torrent (BEP 27): forget PEX, and every peer it brought."""
         t = self.torrent
         self.pex.clear()
-        for addr in [a for a, src in t._peer_pool.items() if src is PeerSource.PEX]:
-            del t._peer_pool[addr]
-        for addr in [a for a, src in t._known_peers.items() if src is PeerSource.PEX]:
-            del t._known_peers[addr]
-        for peer in [*t.peers, *t._half_open.values()]:
+        for addr in [a for a, src in t._swarm.peer_pool.items() if src is PeerSource.PEX]:
+            del t._swarm.peer_pool[addr]
+        for addr in [a for a, src in t._swarm.known_peers.items() if src is PeerSource.PEX]:
+            del t._swarm.known_peers[addr]
+        for peer in [*t.peers, *t._swarm.half_open.values()]:
             if peer.source is PeerSource.PEX:
                 peer.close("private torrent: peers only from its trackers")
 
@@ -300,7 +300,7 @@ class PeerExtensions:
             return  # a message racing our withdrawal of ut_pex: ignore it
         msg = decode_pex(payload)
         t = self.torrent
-        room = t.client.config.torrent_peers_high_water - len(t._known_peers)
+        room = t.client.config.torrent_peers_high_water - len(t._swarm.known_peers)
         addrs = state.accept(msg, time.monotonic(), room=room)
         own = t.client.listen_port
         addrs = [a for a in addrs if not (a[1] == own and _is_local(a[0], t))]
@@ -367,13 +367,13 @@ class PeerExtensions:
             self._pump(now)
             if (
                 not t.peers
-                and not t._half_open
-                and not t._peer_pool
+                and not t._swarm.half_open
+                and not t._swarm.peer_pool
                 and now - self._last_redial >= METADATA_REDIAL_INTERVAL
             ):
                 self._last_redial = now
-                t._redial_known()
-                t._maybe_dial()
+                t._swarm.redial_known()
+                t._swarm.maybe_dial()
         self._send_pex(now)
 
 

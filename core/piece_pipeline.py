@@ -80,7 +80,7 @@ class PiecePipeline:
                 other.proto.send(Cancel(msg.index, msg.begin, n))
         if not outcome.useful:
             peer.stats.chunks_read_wasted += 1
-            t._fill_requests(peer)
+            t._swarm.fill_requests(peer)
             return
         peer.stats.chunks_read_useful += 1
         peer.stats.bytes_read_useful_data += n
@@ -100,7 +100,7 @@ class PiecePipeline:
             t.picker.mark_hashing(p)
             t._piece_changed(p)
             t._schedule(self._verify_and_write(p))
-        t._fill_requests(peer)
+        t._swarm.fill_requests(peer)
 
     async def _verify_and_write(self, p: int) -> None:
         t = self.torrent
@@ -173,7 +173,7 @@ class PiecePipeline:
         for peer in list(t.peers):
             if peer.proto is not None:
                 peer.proto.send(Have(p))
-            t._update_interest(peer)
+            t._swarm.update_interest(peer)
         if t.picker.is_complete():
             t._schedule(self.wanted_complete())
 
@@ -197,7 +197,7 @@ class PiecePipeline:
                 for begin, peer in contributors.items()
             }
         for peer in list(t.peers):
-            t._fill_requests(peer)
+            t._swarm.fill_requests(peer)
 
     def _ban(self, peer: Peer, reason: str) -> None:
         host, port = peer.address
@@ -240,7 +240,7 @@ class PiecePipeline:
                 t._trackers.completed()
         t._state_changed.set()
         for peer in list(t.peers):
-            t._update_interest(peer)
+            t._swarm.update_interest(peer)
             if not t.client.config.seed:
                 peer.close("download complete, not seeding")
             elif peer.is_seed and t.picker.num_have == t.num_pieces:

@@ -17,18 +17,15 @@ import asyncio
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from bitarray import bitarray
 
 from . import checking
-from .choker import Choker, PeerView, is_snubbed
+from .choker import Choker
 from .errors import StorageError, TorrentError
 from .events import (
-    PeerConnected,
-    PeerDisconnected,
     PeerSource,
     PieceStateChanged,
     StorageFailed,
@@ -49,23 +46,13 @@ from .reader import ReadaheadFunc, Reader
 from .stats import TorrentState, TorrentStats
 from .storage import CompletionStore, Layout, Storage
 from .streaming import PieceStateSubscription, Streaming
+from .swarm import Swarm
 from .tracker.announcer import Announcer
 from .tracker.driver import TrackerDriver
 from .tracker.types import AnnounceEvent, AnnounceRequest, TrackerStatus
 from .types import InfoHash, PiecePriority
 from .upload import Uploader
-from .wire import (
-    Bitfield,
-    Choke,
-    ExtendedMessage,
-    HaveAll,
-    HaveNone,
-    Interested,
-    NotInterested,
-    PeerConnection,
-    Request,
-    Unchoke,
-)
+from .wire import ExtendedMessage, NotInterested
 
 if TYPE_CHECKING:
     from .client import Client
@@ -74,8 +61,6 @@ log = logging.getLogger(__name__)
 
 #: How often the torrent's housekeeping runs (choking, interest, dialing).
 TICK_SECONDS = 1.0
-#: While downloading with few peers, known but unconnected peers are retried this often.
-REDIAL_INTERVAL = 30.0
 #: Piece state changes are batched onto the bus at most this often.
 PIECE_EVENT_INTERVAL = 0.25
 #: ``left`` announced while a magnet's size is unknown: "a lot", so trackers
@@ -134,13 +119,6 @@ class Torrent:
         self.error: str | None = None
         self.added_at = time.time()
         self.peers: dict[Peer, None] = {}
-        self._half_open: dict[Address, Peer] = {}
-        self._peer_pool: OrderedDict[Address, PeerSource] = OrderedDict()
-        # Every dialable address we learned, so we can reconnect when we want
-        # data again (after a recheck, a priority change, or a dropped seed).
-        self._known_peers: dict[Address, PeerSource] = {}
-        self._last_redial = 0.0
-        self._dial_tasks: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[object]] = set()
         self._hashing: set[int] = set()  # pieces being hashed in a worker thread
         self._closed_stats = TorrentStats()
@@ -149,7 +127,6 @@ class Torrent:
         self._own_piece_priority: dict[int, PiecePriority] = {}
         self._piece_changes: dict[int, None] = {}
         self._piece_flush: asyncio.TimerHandle | None = None
-        self._rechoke_handle: asyncio.Handle | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._started = False
         self.files: list[File] = []
@@ -171,6 +148,8 @@ class Torrent:
         self._upload = Uploader(self)
         # Blocks into piece buffers, hash and write, blame (core/piece_pipeline.py).
         self._pipeline = PiecePipeline(self)
+        # Dialing, accepting, interest, requests and choking (core/swarm.py).
+        self._swarm = Swarm(self)
         if metainfo is not None:
             assert storage is not None and layout is not None
             self._init_info(metainfo, storage, layout)
@@ -312,10 +291,10 @@ class Torrent:
             s.accumulate(p.stats)
             active += 1
             seeds += p.is_seed
-        s.total_peers = active + len(self._half_open) + len(self._peer_pool)
+        s.total_peers = active + len(self._swarm.half_open) + len(self._swarm.peer_pool)
         s.active_peers = active
-        s.pending_peers = len(self._peer_pool)
-        s.half_open_peers = len(self._half_open)
+        s.pending_peers = len(self._swarm.peer_pool)
+        s.half_open_peers = len(self._swarm.half_open)
         s.connected_seeders = seeds
         s.pieces_complete = self.picker.num_have
         for p in self.peers:
@@ -343,15 +322,7 @@ class Torrent:
         self, addresses: Iterable[Address], source: PeerSource = PeerSource.DIRECT
     ) -> None:
         """Add peer addresses to dial (e.g. from a tracker, PEX, or ``--peer``)."""
-        for host, port in addresses:
-            addr = (str(host), int(port))
-            if not 0 < addr[1] < 65536 or self.client.is_banned(*addr):
-                continue
-            self._known_peers.setdefault(addr, source)
-            if addr in self._half_open or any(p.address == addr for p in self.peers):
-                continue
-            self._peer_pool[addr] = source
-        self._maybe_dial()
+        self._swarm.add(addresses, source)
 
     def pause(self) -> None:
         if self._state in (TorrentState.PAUSED, TorrentState.ERROR):
@@ -368,7 +339,7 @@ class Torrent:
         self.error = None
         self._set_state(self._active_state())
         self._trackers.start(complete=self._is_seed())
-        self._maybe_dial()
+        self._swarm.maybe_dial()
 
     async def verify_data(self) -> None:
         """Rehash every piece from disk, forgetting what was known."""
@@ -446,11 +417,11 @@ class Torrent:
         self._disconnect_all("torrent closed")
         # "stopped" announces run while the rest closes, bounded by their timeout.
         announcing = asyncio.ensure_future(self._trackers.aclose())
-        for task in (*self._dial_tasks, *self._tasks):
+        for task in (*self._swarm.dial_tasks, *self._tasks):
             task.cancel()
         if self._tick_task is not None:
             self._tick_task.cancel()
-        await asyncio.gather(*self._dial_tasks, *self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._swarm.dial_tasks, *self._tasks, return_exceptions=True)
         self._flush_piece_events()
         if not self.has_info:
             await announcing
@@ -487,7 +458,7 @@ class Torrent:
         if new in (TorrentState.PAUSED, TorrentState.ERROR):
             self._streaming.fail_waiters(f"{self.name}: torrent {new.name.lower()}")
         if new is TorrentState.DOWNLOADING and old is not new:
-            self._redial_known()
+            self._swarm.redial_known()
         if old != new or error:
             self.client.bus.publish(TorrentStateChanged(self.info_hash, old, new, error))
 
@@ -500,33 +471,9 @@ class Torrent:
         while not self._closed:
             await asyncio.sleep(TICK_SECONDS)
             try:
-                self._tick()
+                self._swarm.tick()
             except Exception:  # pragma: no cover - housekeeping must never die
                 log.exception("%s: tick failed", self.name)
-
-    def _redial_known(self) -> None:
-        """Queue known peers we are not connected to (used when we want data again)."""
-        self._last_redial = time.monotonic()
-        connected = {p.address for p in self.peers} | set(self._half_open)
-        for addr, source in self._known_peers.items():
-            if addr not in connected and not self.client.is_banned(addr[0]):
-                self._peer_pool.setdefault(addr, source)
-
-    def _tick(self) -> None:
-        now = time.monotonic()
-        if (
-            self._state is TorrentState.DOWNLOADING
-            and not self._peer_pool
-            and len(self.peers) < self.client.config.max_connections_per_torrent // 2
-            and now - self._last_redial >= REDIAL_INTERVAL
-        ):
-            self._redial_known()
-        self._rechoke(now)
-        for peer in list(self.peers):
-            self._update_interest(peer)
-            if peer.proto is not None and peer.proto.conn.am_interested:
-                self._fill_requests(peer)
-        self._maybe_dial()
 
     # ------------------------------------------------------------------ priorities
 
@@ -573,8 +520,8 @@ class Torrent:
         elif self._state is TorrentState.SEEDING and not self.picker.is_complete():
             self._set_state(TorrentState.DOWNLOADING)
         for peer in list(self.peers):
-            self._update_interest(peer)
-            self._fill_requests(peer, force=True)
+            self._swarm.update_interest(peer)
+            self._swarm.fill_requests(peer, force=True)
 
     def _file_bytes_completed(self, f: File) -> int:
         info = self.info
@@ -616,266 +563,20 @@ class Torrent:
         self._piece_changes.clear()
         self.client.bus.publish(PieceStateChanged(self.info_hash, changes))
 
-    # ------------------------------------------------------------------ peers
-
-    def _maybe_dial(self) -> None:
-        if self._closed or self._state not in _CONNECTING_STATES:
-            return
-        cfg = self.client.config
-        seeding = self._state is TorrentState.SEEDING
-        while self._peer_pool:
-            if len(self.peers) + len(self._half_open) >= cfg.max_connections_per_torrent:
-                return
-            if len(self._half_open) >= cfg.max_half_open_per_torrent:
-                return
-            if not self.client.may_open_connection():
-                return
-            addr, source = self._peer_pool.popitem(last=False)
-            if seeding and not cfg.seed:
-                continue
-            peer = Peer(self, addr, source, incoming=False)
-            self._half_open[addr] = peer
-            task = asyncio.create_task(self._dial(peer), name=f"dial {addr}")
-            self._dial_tasks.add(task)
-            task.add_done_callback(self._dial_tasks.discard)
-
-    async def _dial(self, peer: Peer) -> None:
-        cfg = self.client.config
-        loop = asyncio.get_running_loop()
-        conn = self._new_connection(self.info_hash.wire)
-        host, port = peer.address
-        try:
-            async with asyncio.timeout(cfg.dial_timeout):
-                await loop.create_connection(
-                    lambda: self.client.make_protocol(conn, peer, outgoing=True), host, port
-                )
-        except (OSError, TimeoutError) as exc:
-            self._half_open.pop(peer.address, None)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.client.bus.publish(
-                PeerDisconnected(
-                    self.info_hash, peer.address, f"dial failed: {reason or 'timeout'}"
-                )
-            )
-            self._maybe_dial()
-
-    def _new_connection(self, info_hash: bytes | None) -> PeerConnection:
-        cfg = self.client.config
-        return PeerConnection(
-            self.client.peer_id,
-            info_hash,
-            self.info if info_hash is not None and self.has_info else None,
-            max_queue=cfg.request_queue_len,
-            now=time.monotonic(),
-            keepalive_interval=cfg.keepalive_interval,
-            idle_timeout=cfg.idle_timeout,
-            handshake_timeout=cfg.handshake_timeout,
-        )
+    # ------------------------------------------------------------------ peers (core/swarm.py)
 
     def attach(self, peer: Peer, proto: PeerProtocol) -> None:
         """The protocol for ``peer`` exists (outgoing: connected; incoming: accepted)."""
-        peer.proto = proto
-        proto.owner = peer
-        proto.torrent_download_bucket = self.download_bucket
-        if peer.incoming:
-            self._half_open[peer.address] = peer
+        self._swarm.attach(peer, proto)
 
     def accept_incoming(self, proto: PeerProtocol) -> bool:
         """An incoming connection asked for this torrent; False to refuse it."""
-        cfg = self.client.config
-        if self._closed or self._state not in _CONNECTING_STATES:
-            return False
-        if len(self.peers) + len(self._half_open) >= cfg.max_connections_per_torrent:
-            return False
-        peer = Peer(self, proto.address, PeerSource.INCOMING, incoming=True)
-        self.attach(peer, proto)
-        proto.accept(self.info if self.has_info else None)
-        return True
-
-    def _keep_new_duplicate(self, new: Peer, old: Peer) -> bool:
-        """Two connections to one peer id: must ``new`` replace ``old``?
-
-        Both ends have to keep the same TCP connection. When two peers dial
-        each other at once, each sees an incoming and an outgoing connection,
-        handshaken in an order the other end cannot know; dropping "the
-        newer one" on both ends can then kill both.  So, as libtorrent does:
-        connections in the same direction keep the older one, and opposite
-        directions keep the one initiated by the lower peer id, which both
-        ends compute alike.
-        """
-        if new.incoming == old.incoming or new.peer_id is None:
-            return False
-        we_are_lower = self.client.peer_id < new.peer_id
-        return (not new.incoming) == we_are_lower
-
-    def _peer_handshaken(self, peer: Peer) -> None:
-        proto = peer.proto
-        assert proto is not None
-        self._half_open.pop(peer.address, None)
-        for other in list(self.peers):
-            if other.peer_id == peer.peer_id:
-                if not self._keep_new_duplicate(peer, other):
-                    peer.close("duplicate peer id")
-                    return
-                other.close("duplicate peer id: keeping its connection the other way")
-                break
-        if self.client.is_banned(*peer.address, peer_id=peer.peer_id):
-            peer.close("banned")
-            return
-        peer.active = True
-        self.peers[peer] = None
-        conn = proto.conn
-        if self.has_info and conn.lengths is None:
-            conn.set_lengths(self.info)  # dialled or accepted before a magnet's info arrived
-        msgs: list[object] = []
-        if conn.extended_enabled:
-            msgs.append(self._ext.handshake())
-        if self._started:
-            # Before the info dict is known and checked (a magnet), the
-            # have-set waits: see core.magnet_phase.
-            msgs += self._have_set(peer)
-        proto.send_many(msgs)  # type: ignore[arg-type]
-        self.client.bus.publish(
-            PeerConnected(self.info_hash, peer.address, peer.client, peer.source)
-        )
-        self._rechoke_soon()
-
-    def _have_set(self, peer: Peer) -> list[Bitfield | HaveAll | HaveNone]:
-        """Our bitfield (or BEP 6 have all/none) for a peer that has not had it yet."""
-        assert peer.proto is not None
-        fast = peer.proto.conn.fast_enabled
-        peer.have_set_sent = True
-        have = self.picker.have_bitfield()
-        if fast and have.all():
-            return [HaveAll()]
-        if fast and not have.any():
-            return [HaveNone()]
-        if have.any():
-            return [Bitfield(have)]
-        return []
-
-    def _peer_closed(self, peer: Peer, reason: str) -> None:
-        self._half_open.pop(peer.address, None)
-        if peer.active:
-            self._ext.peer_closed(peer)
-            peer.active = False
-            self.peers.pop(peer, None)
-            peer.sync_io_counters()
-            self._closed_stats.accumulate(peer.stats)
-            if peer.has is not None:
-                self.picker.peer_lost(peer.has)
-            self.picker.on_peer_gone(peer)
-            self.client.bus.publish(PeerDisconnected(self.info_hash, peer.address, reason))
-            if not self._closed:
-                for other in list(self.peers):
-                    self._fill_requests(other)
-                self._rechoke_soon()
-        else:
-            self.client.bus.publish(PeerDisconnected(self.info_hash, peer.address, reason))
-        self.client.connection_closed()
-        self._maybe_dial()
+        return self._swarm.accept_incoming(proto)
 
     def _disconnect_all(self, reason: str) -> None:
-        for peer in list(self.peers) + list(self._half_open.values()):
+        for peer in list(self.peers) + list(self._swarm.half_open.values()):
             peer.close(reason)
         self._pipeline.drop_partial_pieces()
-
-    def _update_interest(self, peer: Peer) -> None:
-        proto = peer.proto
-        if proto is None or proto.closed or not peer.active:
-            return
-        want = (
-            self._state is TorrentState.DOWNLOADING
-            and peer.has is not None
-            and self.picker.is_interesting(peer.has)
-        )
-        if want and not proto.conn.am_interested:
-            proto.send(Interested())
-            self._fill_requests(peer)
-        elif not want and proto.conn.am_interested:
-            proto.send(NotInterested())
-
-    def _fill_requests(self, peer: Peer, *, force: bool = False) -> None:
-        """Top up ``peer``'s requests; ``force`` skips the batching threshold (priority changes)."""
-        proto = peer.proto
-        if (
-            proto is None
-            or proto.closed
-            or not peer.active
-            or peer.has is None
-            or self._state is not TorrentState.DOWNLOADING
-        ):
-            return
-        conn = proto.conn
-        if not conn.am_interested:
-            return
-        choked = conn.peer_choking
-        if choked and not conn.allowed_fast_in:
-            return
-        target = peer.pipeline_target(time.monotonic())
-        want = target - self.picker.outstanding_count(peer)
-        if want < (1 if force else max(1, target // 8)):
-            return
-        reqs = self.picker.pick(
-            peer,
-            peer.has,
-            want,
-            peer_choked_us=choked,
-            allowed_fast=conn.allowed_fast_in if choked else None,
-        )
-        if reqs:
-            proto.send_many(Request(r.piece, r.begin, r.length) for r in reqs)
-
-    # ------------------------------------------------------------------ choking
-
-    def _rechoke_soon(self) -> None:
-        if self._rechoke_handle is None and not self._closed:
-            loop = asyncio.get_running_loop()
-            self._rechoke_handle = loop.call_soon(self._rechoke_now)
-
-    def _rechoke_now(self) -> None:
-        self._rechoke_handle = None
-        self._rechoke(time.monotonic())
-
-    def _rechoke(self, now: float) -> None:
-        if not self.has_info:
-            return  # nothing to upload yet: leave everyone choked
-        cfg = self.client.config
-        seeding = self._state is TorrentState.SEEDING
-        views = []
-        for peer in self.peers:
-            proto = peer.proto
-            if proto is None or proto.closed:
-                continue
-            conn = proto.conn
-            views.append(
-                PeerView(
-                    id=peer,
-                    interested_in_us=conn.peer_interested
-                    and not cfg.no_upload
-                    and self._state in (TorrentState.DOWNLOADING, TorrentState.SEEDING),
-                    download_rate=peer.down_rate.rate(now),
-                    upload_rate=peer.up_rate.rate(now),
-                    snubbed=is_snubbed(
-                        now,
-                        peer.last_block_at,
-                        we_are_interested=conn.am_interested,
-                        peer_chokes_us=conn.peer_choking,
-                    ),
-                    connected_at=peer.connected_at,
-                    is_seed=peer.is_seed,
-                )
-            )
-        decision = self.choker.update(now, views, seeding=seeding)
-        for pid in decision.choke:
-            p = pid if isinstance(pid, Peer) else None
-            if p is not None and p.proto is not None:
-                p.proto.send(Choke())
-                p.upload_queue.clear()
-        for pid in decision.unchoke:
-            p = pid if isinstance(pid, Peer) else None
-            if p is not None and p.proto is not None:
-                p.proto.send(Unchoke())
 
     # ------------------------------------------------------------------ storage errors
 
@@ -893,11 +594,3 @@ class Torrent:
 
     def _extended_message(self, peer: Peer, msg: ExtendedMessage) -> None:
         self._ext.on_message(peer, msg)
-
-
-#: States in which the torrent dials and accepts peers.
-_CONNECTING_STATES = (
-    TorrentState.DOWNLOADING,
-    TorrentState.SEEDING,
-    TorrentState.FETCHING_METADATA,
-)

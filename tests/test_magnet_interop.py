@@ -68,7 +68,7 @@ async def test_we_resolve_a_magnet_from_libtorrent(
             assert t.metainfo.raw_info == mi.raw_info
             await t.wait_complete()
         assert t.state is TorrentState.SEEDING
-        assert t._known_peers[("127.0.0.1", seeder.port)] is PeerSource.MAGNET
+        assert t._swarm.known_peers[("127.0.0.1", seeder.port)] is PeerSource.MAGNET
         assert t.stats().metadata_chunks_read >= 1
     assert sha256_tree(client.config.download_dir / "payload") == sha256_tree(seed_dir / "payload")
 
@@ -108,7 +108,7 @@ async def test_tracker_only_magnet_from_libtorrent(
         t = await client.add_magnet(Magnet(mi.info_hash, trackers=(url,)))
         async with asyncio.timeout(40):
             await t.wait_complete()
-        assert t._known_peers[("127.0.0.1", seeder.port)] is PeerSource.TRACKER
+        assert t._swarm.known_peers[("127.0.0.1", seeder.port)] is PeerSource.TRACKER
         (status,) = t.trackers()
         assert status.last_result == "ok" and status.peers_received >= 1
     assert sha256_tree(client.config.download_dir / "payload") == sha256_tree(seed_dir / "payload")

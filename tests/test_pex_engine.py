@@ -93,7 +93,7 @@ async def test_pex_discovery_between_our_clients(tmp_path: Path) -> None:
         # B's message listed C as a reachable seed, and never A itself.
         (state,) = [s for p, s in ta._ext.pex.items() if p.address[1] == b.listen_port]
         assert state.stats.addresses_accepted >= 1
-        assert ("127.0.0.1", a.listen_port) not in ta._known_peers
+        assert ("127.0.0.1", a.listen_port) not in ta._swarm.known_peers
         async with asyncio.timeout(30):
             await ta.wait_complete()
         assert tree_digest(a.config.download_dir) == tree_digest(src)
@@ -214,7 +214,7 @@ async def test_pex_flood_is_rate_limited(tmp_path: Path) -> None:
         for k in range(5):
             await raw.send(Extended(ours, flood(1000 * k)))
         await asyncio.sleep(0.5)
-        pex_known = [a for a, s in t._known_peers.items() if s is PeerSource.PEX]
+        pex_known = [a for a, s in t._swarm.known_peers.items() if s is PeerSource.PEX]
         assert len(pex_known) == 50  # one message honoured, capped at 50 addresses
         (state,) = t._ext.pex.values()
         assert state.stats.messages_received == 5

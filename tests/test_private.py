@@ -99,7 +99,7 @@ async def test_private_torrent_never_sends_or_accepts_ut_pex(tmp_path: Path) -> 
         offer = encode_pex(PexMessage({("127.0.0.1", 9): 0}))
         await raw.send(Extended(public_id, offer))
         assert await raw.wait_dropped(5)
-        assert ("127.0.0.1", 9) not in t._known_peers
+        assert ("127.0.0.1", 9) not in t._swarm.known_peers
         await raw.close()
 
 
@@ -125,7 +125,7 @@ async def test_no_pex_discovery_in_a_private_swarm(tmp_path: Path) -> None:
         ta.add_peers([("127.0.0.1", b.listen_port)])
         await asyncio.sleep(8 * PEX_INTERVAL)
         assert [p.address for p in ta.peers] == [("127.0.0.1", b.listen_port)]
-        assert set(ta._known_peers) == {("127.0.0.1", b.listen_port)}
+        assert set(ta._swarm.known_peers) == {("127.0.0.1", b.listen_port)}
         assert ta._ext.pex == {} and tb._ext.pex == {}
     finally:
         for client in clients:
@@ -190,15 +190,15 @@ async def test_private_magnet_withdraws_pex_when_the_info_arrives(tmp_path: Path
         t = await leech.add_magnet(Magnet(mi.info_hash, peers=(f"127.0.0.1:{listener.port}",)))
         async with asyncio.timeout(10):
             await pex_sent.wait()
-            while ("127.0.0.1", 9) not in t._known_peers:
+            while ("127.0.0.1", 9) not in t._swarm.known_peers:
                 await asyncio.sleep(0.02)
-            assert t._known_peers[("127.0.0.1", 9)] is PeerSource.PEX
+            assert t._swarm.known_peers[("127.0.0.1", 9)] is PeerSource.PEX
             release.set()
             await t.wait_info()
         assert t.info.private
         assert not t._ext.pex_enabled and t._ext.pex == {}
-        assert all(src_ is not PeerSource.PEX for src_ in t._known_peers.values())
-        assert all(src_ is not PeerSource.PEX for src_ in t._peer_pool.values())
+        assert all(src_ is not PeerSource.PEX for src_ in t._swarm.known_peers.values())
+        assert all(src_ is not PeerSource.PEX for src_ in t._swarm.peer_pool.values())
         async with asyncio.timeout(10):
             await dropped.wait()  # it sent ut_pex after the withdrawal
         assert handshakes[-1].m.get(UT_PEX) == 0

@@ -155,7 +155,7 @@ async def test_tracker_peers_found_events_sent_in_order(
         async with asyncio.timeout(30):
             await t.wait_complete()
         assert tree_digest(leecher.config.download_dir) == tree_digest(src)
-        assert all(src_ == PeerSource.TRACKER for src_ in t._known_peers.values())
+        assert all(src_ == PeerSource.TRACKER for src_ in t._swarm.known_peers.values())
         announced = await asyncio.wait_for(sub.get(), 5)
         assert isinstance(announced, TrackerAnnounced)
         assert (announced.url, announced.peers, announced.interval) == (tracker.url, 1, 1800)

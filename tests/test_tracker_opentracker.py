@@ -173,8 +173,8 @@ async def test_download_from_seeder_found_through_opentracker(
         async with asyncio.timeout(40):
             await t.wait_complete()
         assert t.state is TorrentState.SEEDING
-        assert ("127.0.0.1", seeder.port) in t._known_peers
-        assert t._known_peers[("127.0.0.1", seeder.port)] is PeerSource.TRACKER
+        assert ("127.0.0.1", seeder.port) in t._swarm.known_peers
+        assert t._swarm.known_peers[("127.0.0.1", seeder.port)] is PeerSource.TRACKER
         # "started" found the seeder; "completed" followed the download.
         events = [await asyncio.wait_for(sub.get(), 10) for _ in range(2)]
         assert all(isinstance(e, TrackerAnnounced) and e.url == url for e in events)

@@ -1,0 +1,368 @@
+"""A torrent's swarm: which peers we connect to, what we tell them, what we ask.
+
+Kept out of ``torrent.py`` because the connections are a concern of their
+own.  :class:`Swarm` owns the addresses we know (every dialable address we
+learned, so we can reconnect when we want data again: after a recheck, a
+priority change, or a dropped seed), the pool waiting to be dialled and the
+half-open connections, within the per-torrent and client-wide limits.  It
+admits handshaken peers (one connection per peer id, decided alike at both
+ends; no banned peers) and sends them our have-set, keeps our interest in
+each peer in step with the picker, tops up each peer's request pipeline, and
+runs the choker.  ``tick`` is the torrent's once-a-second housekeeping for
+all of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .choker import PeerView, is_snubbed
+from .events import PeerConnected, PeerDisconnected, PeerSource
+from .net.peer_io import PeerProtocol
+from .peer import Peer
+from .stats import TorrentState
+from .wire import (
+    Bitfield,
+    Choke,
+    HaveAll,
+    HaveNone,
+    Interested,
+    NotInterested,
+    PeerConnection,
+    Request,
+    Unchoke,
+)
+
+if TYPE_CHECKING:
+    from .torrent import Torrent
+
+Address = tuple[str, int]
+
+#: While downloading with few peers, known but unconnected peers are retried this often.
+REDIAL_INTERVAL = 30.0
+
+#: States in which the torrent dials and accepts peers.
+_CONNECTING_STATES = (
+    TorrentState.DOWNLOADING,
+    TorrentState.SEEDING,
+    TorrentState.FETCHING_METADATA,
+)
+
+
+class Swarm:
+    """One torrent's peer connections; see the module docstring."""
+
+    def __init__(self, torrent: Torrent) -> None:
+        self.torrent = torrent
+        self.half_open: dict[Address, Peer] = {}
+        self.peer_pool: OrderedDict[Address, PeerSource] = OrderedDict()
+        # Every dialable address we learned, so we can reconnect when we want
+        # data again (after a recheck, a priority change, or a dropped seed).
+        self.known_peers: dict[Address, PeerSource] = {}
+        self._last_redial = 0.0
+        self.dial_tasks: set[asyncio.Task[None]] = set()
+        self._rechoke_handle: asyncio.Handle | None = None
+
+    def add(self, addresses: Iterable[Address], source: PeerSource) -> None:
+        """Remember addresses and queue those we are not connected to for dialing."""
+        t = self.torrent
+        for host, port in addresses:
+            addr = (str(host), int(port))
+            if not 0 < addr[1] < 65536 or t.client.is_banned(*addr):
+                continue
+            self.known_peers.setdefault(addr, source)
+            if addr in self.half_open or any(p.address == addr for p in t.peers):
+                continue
+            self.peer_pool[addr] = source
+        self.maybe_dial()
+
+    def maybe_dial(self) -> None:
+        t = self.torrent
+        if t._closed or t._state not in _CONNECTING_STATES:
+            return
+        cfg = t.client.config
+        seeding = t._state is TorrentState.SEEDING
+        while self.peer_pool:
+            if len(t.peers) + len(self.half_open) >= cfg.max_connections_per_torrent:
+                return
+            if len(self.half_open) >= cfg.max_half_open_per_torrent:
+                return
+            if not t.client.may_open_connection():
+                return
+            addr, source = self.peer_pool.popitem(last=False)
+            if seeding and not cfg.seed:
+                continue
+            peer = Peer(t, addr, source, incoming=False)
+            self.half_open[addr] = peer
+            task = asyncio.create_task(self._dial(peer), name=f"dial {addr}")
+            self.dial_tasks.add(task)
+            task.add_done_callback(self.dial_tasks.discard)
+
+    async def _dial(self, peer: Peer) -> None:
+        t = self.torrent
+        cfg = t.client.config
+        loop = asyncio.get_running_loop()
+        conn = self.new_connection(t.info_hash.wire)
+        host, port = peer.address
+        try:
+            async with asyncio.timeout(cfg.dial_timeout):
+                await loop.create_connection(
+                    lambda: t.client.make_protocol(conn, peer, outgoing=True), host, port
+                )
+        except (OSError, TimeoutError) as exc:
+            self.half_open.pop(peer.address, None)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            t.client.bus.publish(
+                PeerDisconnected(t.info_hash, peer.address, f"dial failed: {reason or 'timeout'}")
+            )
+            self.maybe_dial()
+
+    def new_connection(self, info_hash: bytes | None) -> PeerConnection:
+        t = self.torrent
+        cfg = t.client.config
+        return PeerConnection(
+            t.client.peer_id,
+            info_hash,
+            t.info if info_hash is not None and t.has_info else None,
+            max_queue=cfg.request_queue_len,
+            now=time.monotonic(),
+            keepalive_interval=cfg.keepalive_interval,
+            idle_timeout=cfg.idle_timeout,
+            handshake_timeout=cfg.handshake_timeout,
+        )
+
+    def attach(self, peer: Peer, proto: PeerProtocol) -> None:
+        """The protocol for ``peer`` exists (outgoing: connected; incoming: accepted)."""
+        t = self.torrent
+        peer.proto = proto
+        proto.owner = peer
+        proto.torrent_download_bucket = t.download_bucket
+        if peer.incoming:
+            self.half_open[peer.address] = peer
+
+    def accept_incoming(self, proto: PeerProtocol) -> bool:
+        """An incoming connection asked for this torrent; False to refuse it."""
+        t = self.torrent
+        cfg = t.client.config
+        if t._closed or t._state not in _CONNECTING_STATES:
+            return False
+        if len(t.peers) + len(self.half_open) >= cfg.max_connections_per_torrent:
+            return False
+        peer = Peer(t, proto.address, PeerSource.INCOMING, incoming=True)
+        self.attach(peer, proto)
+        proto.accept(t.info if t.has_info else None)
+        return True
+
+    def _keep_new_duplicate(self, new: Peer, old: Peer) -> bool:
+        """Two connections to one peer id: must ``new`` replace ``old``?
+
+        Both ends have to keep the same TCP connection. When two peers dial
+        each other at once, each sees an incoming and an outgoing connection,
+        handshaken in an order the other end cannot know; dropping "the
+        newer one" on both ends can then kill both.  So, as libtorrent does:
+        connections in the same direction keep the older one, and opposite
+        directions keep the one initiated by the lower peer id, which both
+        ends compute alike.
+        """
+        t = self.torrent
+        if new.incoming == old.incoming or new.peer_id is None:
+            return False
+        we_are_lower = t.client.peer_id < new.peer_id
+        return (not new.incoming) == we_are_lower
+
+    def peer_handshaken(self, peer: Peer) -> None:
+        t = self.torrent
+        proto = peer.proto
+        assert proto is not None
+        self.half_open.pop(peer.address, None)
+        for other in list(t.peers):
+            if other.peer_id == peer.peer_id:
+                if not self._keep_new_duplicate(peer, other):
+                    peer.close("duplicate peer id")
+                    return
+                other.close("duplicate peer id: keeping its connection the other way")
+                break
+        if t.client.is_banned(*peer.address, peer_id=peer.peer_id):
+            peer.close("banned")
+            return
+        peer.active = True
+        t.peers[peer] = None
+        conn = proto.conn
+        if t.has_info and conn.lengths is None:
+            conn.set_lengths(t.info)  # dialled or accepted before a magnet's info arrived
+        msgs: list[object] = []
+        if conn.extended_enabled:
+            msgs.append(t._ext.handshake())
+        if t._started:
+            # Before the info dict is known and checked (a magnet), the
+            # have-set waits: see core.magnet_phase.
+            msgs += self.have_set(peer)
+        proto.send_many(msgs)  # type: ignore[arg-type]
+        t.client.bus.publish(PeerConnected(t.info_hash, peer.address, peer.client, peer.source))
+        self.rechoke_soon()
+
+    def have_set(self, peer: Peer) -> list[Bitfield | HaveAll | HaveNone]:
+        """Our bitfield (or BEP 6 have all/none) for a peer that has not had it yet."""
+        t = self.torrent
+        assert peer.proto is not None
+        fast = peer.proto.conn.fast_enabled
+        peer.have_set_sent = True
+        have = t.picker.have_bitfield()
+        if fast and have.all():
+            return [HaveAll()]
+        if fast and not have.any():
+            return [HaveNone()]
+        if have.any():
+            return [Bitfield(have)]
+        return []
+
+    def peer_closed(self, peer: Peer, reason: str) -> None:
+        t = self.torrent
+        self.half_open.pop(peer.address, None)
+        if peer.active:
+            t._ext.peer_closed(peer)
+            peer.active = False
+            t.peers.pop(peer, None)
+            peer.sync_io_counters()
+            t._closed_stats.accumulate(peer.stats)
+            if peer.has is not None:
+                t.picker.peer_lost(peer.has)
+            t.picker.on_peer_gone(peer)
+            t.client.bus.publish(PeerDisconnected(t.info_hash, peer.address, reason))
+            if not t._closed:
+                for other in list(t.peers):
+                    self.fill_requests(other)
+                self.rechoke_soon()
+        else:
+            t.client.bus.publish(PeerDisconnected(t.info_hash, peer.address, reason))
+        t.client.connection_closed()
+        self.maybe_dial()
+
+    def update_interest(self, peer: Peer) -> None:
+        t = self.torrent
+        proto = peer.proto
+        if proto is None or proto.closed or not peer.active:
+            return
+        want = (
+            t._state is TorrentState.DOWNLOADING
+            and peer.has is not None
+            and t.picker.is_interesting(peer.has)
+        )
+        if want and not proto.conn.am_interested:
+            proto.send(Interested())
+            self.fill_requests(peer)
+        elif not want and proto.conn.am_interested:
+            proto.send(NotInterested())
+
+    def fill_requests(self, peer: Peer, *, force: bool = False) -> None:
+        """Top up ``peer``'s requests; ``force`` skips the batching threshold (priority changes)."""
+        t = self.torrent
+        proto = peer.proto
+        if (
+            proto is None
+            or proto.closed
+            or not peer.active
+            or peer.has is None
+            or t._state is not TorrentState.DOWNLOADING
+        ):
+            return
+        conn = proto.conn
+        if not conn.am_interested:
+            return
+        choked = conn.peer_choking
+        if choked and not conn.allowed_fast_in:
+            return
+        target = peer.pipeline_target(time.monotonic())
+        want = target - t.picker.outstanding_count(peer)
+        if want < (1 if force else max(1, target // 8)):
+            return
+        reqs = t.picker.pick(
+            peer,
+            peer.has,
+            want,
+            peer_choked_us=choked,
+            allowed_fast=conn.allowed_fast_in if choked else None,
+        )
+        if reqs:
+            proto.send_many(Request(r.piece, r.begin, r.length) for r in reqs)
+
+    def rechoke_soon(self) -> None:
+        t = self.torrent
+        if self._rechoke_handle is None and not t._closed:
+            loop = asyncio.get_running_loop()
+            self._rechoke_handle = loop.call_soon(self._rechoke_now)
+
+    def _rechoke_now(self) -> None:
+        self._rechoke_handle = None
+        self.rechoke(time.monotonic())
+
+    def rechoke(self, now: float) -> None:
+        t = self.torrent
+        if not t.has_info:
+            return  # nothing to upload yet: leave everyone choked
+        cfg = t.client.config
+        seeding = t._state is TorrentState.SEEDING
+        views = []
+        for peer in t.peers:
+            proto = peer.proto
+            if proto is None or proto.closed:
+                continue
+            conn = proto.conn
+            views.append(
+                PeerView(
+                    id=peer,
+                    interested_in_us=conn.peer_interested
+                    and not cfg.no_upload
+                    and t._state in (TorrentState.DOWNLOADING, TorrentState.SEEDING),
+                    download_rate=peer.down_rate.rate(now),
+                    upload_rate=peer.up_rate.rate(now),
+                    snubbed=is_snubbed(
+                        now,
+                        peer.last_block_at,
+                        we_are_interested=conn.am_interested,
+                        peer_chokes_us=conn.peer_choking,
+                    ),
+                    connected_at=peer.connected_at,
+                    is_seed=peer.is_seed,
+                )
+            )
+        decision = t.choker.update(now, views, seeding=seeding)
+        for pid in decision.choke:
+            p = pid if isinstance(pid, Peer) else None
+            if p is not None and p.proto is not None:
+                p.proto.send(Choke())
+                p.upload_queue.clear()
+        for pid in decision.unchoke:
+            p = pid if isinstance(pid, Peer) else None
+            if p is not None and p.proto is not None:
+                p.proto.send(Unchoke())
+
+    def redial_known(self) -> None:
+        """Queue known peers we are not connected to (used when we want data again)."""
+        t = self.torrent
+        self._last_redial = time.monotonic()
+        connected = {p.address for p in t.peers} | set(self.half_open)
+        for addr, source in self.known_peers.items():
+            if addr not in connected and not t.client.is_banned(addr[0]):
+                self.peer_pool.setdefault(addr, source)
+
+    def tick(self) -> None:
+        t = self.torrent
+        now = time.monotonic()
+        if (
+            t._state is TorrentState.DOWNLOADING
+            and not self.peer_pool
+            and len(t.peers) < t.client.config.max_connections_per_torrent // 2
+            and now - self._last_redial >= REDIAL_INTERVAL
+        ):
+            self.redial_known()
+        self.rechoke(now)
+        for peer in list(t.peers):
+            self.update_interest(peer)
+            if peer.proto is not None and peer.proto.conn.am_interested:
+                self.fill_requests(peer)
+        self.maybe_dial()
