@@ -5,6 +5,9 @@ each round one peer asks for 250 requests while blocks from earlier rounds
 arrive, complete pieces are "hashed", and HAVE messages trickle in. Reports
 the mean and worst time of ``pick`` alone and of the whole round, in CPU
 time (``process_time``) so other processes on a shared machine skew it less.
+
+``--v2-file-pieces K`` gives the picker pure v2 geometry instead: files of K
+pieces whose last piece is short (the per-piece-size path).
 """
 
 from __future__ import annotations
@@ -20,11 +23,24 @@ from bitarray.util import ones, urandom
 from core.picker import Picker
 
 
-def run(num_pieces: int, rounds: int, peers: int, depth: int, seed: int) -> None:
+def run(
+    num_pieces: int, rounds: int, peers: int, depth: int, seed: int, v2_file_pieces: int = 0
+) -> None:
     rng = random.Random(seed)
     piece_length = 256 * 1024
     t0 = time.process_time()
-    picker = Picker(num_pieces, piece_length, num_pieces * piece_length, rng=random.Random(seed))
+    sizes = None
+    if v2_file_pieces:
+        # Pure v2: every file's last piece is short (here a bit over half a piece).
+        k = v2_file_pieces
+        sizes = [piece_length if (p + 1) % k else 150_001 for p in range(num_pieces)]
+    picker = Picker(
+        num_pieces,
+        piece_length,
+        num_pieces * piece_length,
+        rng=random.Random(seed),
+        piece_sizes=sizes,
+    )
     bitfields: list[bitarray] = []
     for i in range(peers):
         if i % 4 == 0:
@@ -93,8 +109,9 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=40)
     ap.add_argument("--depth", type=int, default=250)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--v2-file-pieces", type=int, default=0)
     args = ap.parse_args()
-    run(args.pieces, args.rounds, args.peers, args.depth, args.seed)
+    run(args.pieces, args.rounds, args.peers, args.depth, args.seed, args.v2_file_pieces)
 
 
 if __name__ == "__main__":
