@@ -17,12 +17,17 @@ corrupted on disk found by ``verify_data`` and re-downloaded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs
 
 import pytest
+from aiohttp import web
 
+from core import bencoding
 from core.client import Client
 from core.create import create_torrent
 from core.events import PieceHashFailed
@@ -370,3 +375,82 @@ async def test_v2_magnet_whose_files_fit_in_one_piece_each(tmp_path: Path) -> No
         got = sha256_tree(leecher.config.download_dir / "small")
         assert got == sha256_tree(seed_dir / "small")
         assert sorted(got) == sorted(rel.removeprefix("small/") for rel in files)
+
+
+# -- trackers --------------------------------------------------------------------------
+
+
+class MiniTracker:
+    """An HTTP tracker that keeps each announce's parameters as raw bytes."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, bytes]] = []
+        self.peers: list[tuple[str, int]] = []
+        self.changed = asyncio.Event()
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/announce"
+
+    async def _announce(self, request: web.Request) -> web.Response:
+        query = request.raw_path.partition("?")[2]
+        raw = parse_qs(query, keep_blank_values=True, encoding="latin-1")
+        self.requests.append({k: v[0].encode("latin-1") for k, v in raw.items()})
+        self.changed.set()
+        peers = b"".join(socket.inet_aton(h) + p.to_bytes(2, "big") for h, p in self.peers)
+        return web.Response(body=bencoding.encode({b"interval": 1800, b"peers": peers}))
+
+    async def __aenter__(self) -> MiniTracker:
+        app = web.Application()
+        app.router.add_get("/announce", self._announce)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def wait_for(self, pred: Callable[[], bool]) -> None:
+        async with asyncio.timeout(20):
+            while not pred():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.mark.timeout(60)
+async def test_v2_found_through_a_tracker_announces_the_truncated_sha256(
+    tmp_path: Path,
+) -> None:
+    """BEP 52: trackers and the handshake see the v2 info-hash cut to 20 bytes."""
+    mi, _, seed_dir = build(tmp_path, "ours")
+    async with MiniTracker() as tracker:
+        mi = dataclasses.replace(mi, announce_list=((tracker.url,),))
+        assert mi.info_hash.v2 is not None
+        wire = mi.info_hash.v2[:20]
+        async with (
+            Client(loopback_config(tmp_path, "seed")) as seeder,
+            Client(loopback_config(tmp_path, "leech")) as leecher,
+        ):
+            await seeder.add_metainfo(mi, download_dir=seed_dir)
+            await tracker.wait_for(lambda: len(tracker.requests) == 1)
+            tracker.peers = [("127.0.0.1", seeder.listen_port)]
+            t = await leecher.add_metainfo(mi)  # no peers: only the tracker knows the seeder
+            async with asyncio.timeout(30):
+                await t.wait_complete()
+            assert_same_tree(leecher.config.download_dir / NAME, seed_dir / NAME)
+            port = str(leecher.listen_port).encode()
+            await tracker.wait_for(
+                lambda: any(
+                    r["port"] == port and r.get("event") == b"completed" for r in tracker.requests
+                )
+            )
+        assert {r["info_hash"] for r in tracker.requests} == {wire}
+        leech = [r for r in tracker.requests if r["port"] == port]
+        assert leech[0]["event"] == b"started"
+        assert int(leech[0]["left"]) == TOTAL  # the payload, not the padded piece space
