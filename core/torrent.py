@@ -1,11 +1,19 @@
 """``Torrent``: one torrent's pieces, peers, picker, choker and storage.
 
-All state lives on the event loop (the engine's one lock).  Blocks arrive in
-protocol callbacks and are copied into a per-piece buffer; a complete piece
-is hashed and written in a worker thread, and only then marked as had.  The
-picker's unverified-bytes cap bounds those buffers, so download never
-outruns hashing and memory stays bounded.  Uploads are served from a small
-cache of whole pieces read in worker threads.
+All state lives on the event loop (the engine's one lock).  This module
+holds the torrent's public API, its lifecycle and state machine, piece
+priorities and piece-state events, and trackers; each other concern is a
+small object (or set of functions) of its own module that the torrent
+owns, with a back-reference to it:
+
+* :mod:`core.swarm` (``_swarm``): dialing, accepting, handshakes, interest,
+  requests and choking;
+* :mod:`core.piece_pipeline` (``_pipeline``): blocks into piece buffers,
+  hash-and-write in worker threads, hash-failure blame, wanted-complete;
+* :mod:`core.upload` (``_upload``): serving requests from a piece read cache;
+* :mod:`core.checking`: the start-up check, ``verify_data``, forgetting a piece;
+* :mod:`core.streaming` (``_streaming``) and :mod:`core.peer_extensions`
+  (``_ext``): readers' windows and feeds; ut_metadata and ut_pex.
 
 Piece state that can change across an ``await`` is kept in explicit flags
 (``_hashing``, picker's busy set) as anacrolix does.
@@ -25,12 +33,7 @@ from bitarray import bitarray
 from . import checking
 from .choker import Choker
 from .errors import StorageError, TorrentError
-from .events import (
-    PeerSource,
-    PieceStateChanged,
-    StorageFailed,
-    TorrentStateChanged,
-)
+from .events import PeerSource, PieceStateChanged, StorageFailed, TorrentStateChanged
 from .files import File, Piece
 from .info import Info
 from .magnet import Magnet
