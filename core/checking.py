@@ -38,7 +38,6 @@ async def check_on_start(t: Torrent, *, verify: bool) -> None:
         await asyncio.to_thread(t.completion.save_all, t.info_hash, t.layout, empty)
     elif t.completion is not None:
         known = await asyncio.to_thread(t.completion.load, t.info_hash, t.layout)
-    to_check: list[int] = []
     if known is not None:
         for p in known.search(1):
             t.picker.set_have(p)
@@ -47,13 +46,14 @@ async def check_on_start(t: Torrent, *, verify: bool) -> None:
         on_disk &= ~known
     to_check = list(on_disk.search(1))
     if to_check:
-        await check_pieces(t, to_check, forget_unverified=False)
+        await check_pieces(t, to_check)
 
 
 async def verify_data(t: Torrent) -> None:
     """Rehash every piece from disk, forgetting what was known."""
     if not t.has_info:
         return  # nothing on disk can be known yet
+    was_paused = t.state is TorrentState.PAUSED
     t._set_state(TorrentState.CHECKING)
     t._pipeline.clear()
     t._upload.clear_cache()
@@ -63,12 +63,15 @@ async def verify_data(t: Torrent) -> None:
         await asyncio.to_thread(t.completion.save_all, t.info_hash, t.layout, empty)
     for p in range(t.num_pieces):
         t._piece_changed(p)
-    await check_pieces(t, range(t.num_pieces), forget_unverified=False)
+    await check_pieces(t, range(t.num_pieces))
+    if was_paused:  # a recheck of a paused torrent leaves it paused
+        t._set_state(TorrentState.PAUSED)
+        return
     t._set_state(t._active_state())
     t._swarm.maybe_dial()
 
 
-async def check_pieces(t: Torrent, pieces: Sequence[int], *, forget_unverified: bool) -> None:
+async def check_pieces(t: Torrent, pieces: Sequence[int]) -> None:
     """Hash pieces already on disk, a few at a time in worker threads."""
     sem = asyncio.Semaphore(max(1, t.client.config.piece_hashers_per_torrent))
 
@@ -78,15 +81,13 @@ async def check_pieces(t: Torrent, pieces: Sequence[int], *, forget_unverified: 
                 return
             t._hashing.add(p)
             try:
-                ok = await asyncio.to_thread(hash_on_disk, t, p)
+                ok = await t.run_io(hash_on_disk, t, p)
             finally:
                 t._hashing.discard(p)
             if ok:
                 t.picker.set_have(p)
                 if t.completion is not None:
-                    await asyncio.to_thread(t.completion.mark, t.info_hash, p, True)
-            elif forget_unverified and t.picker.have(p):
-                forget_piece(t, p)
+                    await t.run_io(t.completion.mark, t.info_hash, p, True)
             t._piece_changed(p)
 
     await asyncio.gather(*(check(p) for p in pieces))
@@ -100,7 +101,7 @@ def forget_piece(t: Torrent, p: int) -> None:
     t._piece_changed(p)
     if t.completion is not None:
         # A SQLite write: never on the event loop.
-        t._schedule(asyncio.to_thread(t.completion.mark, t.info_hash, p, False))
+        t._schedule(t.run_io(t.completion.mark, t.info_hash, p, False))
 
 
 def rebuild_picker(t: Torrent, have: bitarray) -> None:

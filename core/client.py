@@ -11,8 +11,10 @@ Use it as an async context manager::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import logging
+import os
 import secrets
 import socket
 import time
@@ -111,6 +113,13 @@ class Client:
         self.download_bucket = TokenBucket(self.config.download_rate_limit, now=now)
         self.upload_bucket = TokenBucket(self.config.upload_rate_limit, now=now)
         self.completion: CompletionStore | None = None
+        # Disk work of every torrent (hashing, reads, writes, SQLite): a pool of
+        # our own so shutdown can wait for it, sized for a few disks' worth of
+        # parallel hashing on top of the default executor's small jobs.
+        self.io_executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(4, min(16, (os.cpu_count() or 2) * 2)),
+            thread_name_prefix="pytorrent-io",
+        )
         self._snapshot_task: asyncio.Task[None] | None = None
         self._down_meter = RateMeter()
         self._up_meter = RateMeter()
@@ -235,6 +244,7 @@ class Client:
                 pass
         if self.completion is not None:
             await asyncio.to_thread(self.completion.close)
+        await asyncio.to_thread(self.io_executor.shutdown, wait=True, cancel_futures=True)
         self.bus.close()
 
     # ------------------------------------------------------------------ torrents

@@ -114,7 +114,7 @@ class PiecePipeline:
             t._hashing.add(p)
             t._piece_changed(p)
             try:
-                ok = await asyncio.to_thread(self.hash_and_write, p, buf)
+                ok = await t.run_io(self.hash_and_write, p, buf)
             except StorageError as exc:
                 t._hashing.discard(p)
                 t.picker.on_piece_hashed(p, False)  # re-download later, blame nobody
@@ -227,7 +227,7 @@ class PiecePipeline:
         if t._closed or t._state is TorrentState.ERROR:
             return
         try:
-            await asyncio.to_thread(t.storage.ensure_files, self._wanted_file_indices())
+            await t.run_io(t.storage.ensure_files, self._wanted_file_indices())
         except StorageError as exc:
             t._storage_failed(exc)
             return

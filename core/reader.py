@@ -246,7 +246,7 @@ class Reader:
         cached = t._upload.read_cache.get(p)
         if cached is not None:
             return cached[begin:end]
-        data = await asyncio.to_thread(t.storage.read_block, p, begin, end - begin)
+        data = await t.run_io(t.storage.read_block, p, begin, end - begin)
         self._check_torrent()
         return data
 

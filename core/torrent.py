@@ -22,11 +22,12 @@ Piece state that can change across an ``await`` is kept in explicit flags
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import random
 import time
-from collections.abc import Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bitarray import bitarray
 
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from .client import Client
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: How often the torrent's housekeeping runs (choking, interest, dialing).
 TICK_SECONDS = 1.0
@@ -125,7 +127,7 @@ class Torrent:
         self._tasks: set[asyncio.Task[object]] = set()
         self._hashing: set[int] = set()  # pieces being hashed in a worker thread
         self._closed_stats = TorrentStats()
-        self._wanted_done = asyncio.Event()
+        self._io_jobs: set[concurrent.futures.Future[Any]] = set()
         self._state_changed = asyncio.Event()
         self._own_piece_priority: dict[int, PiecePriority] = {}
         self._piece_changes: dict[int, None] = {}
@@ -409,6 +411,24 @@ class Torrent:
             await self._pipeline.wanted_complete()
         self._tick_task = asyncio.create_task(self._tick_loop(), name=f"tick {self.name}")
 
+    async def run_io(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run blocking disk work (hashing, reads, writes, SQLite) in a worker thread.
+
+        Unlike a bare ``asyncio.to_thread``, the job is remembered until the
+        thread really finishes, so :meth:`close` can wait for it before it
+        closes the storage under it (cancelling the awaiting task does not
+        stop a thread that has started).
+        """
+        job = self.client.io_executor.submit(fn, *args)
+        self._io_jobs.add(job)
+        job.add_done_callback(self._io_jobs.discard)
+        return await asyncio.wrap_future(job)
+
+    async def _wait_io_idle(self, timeout: float = 30.0) -> None:
+        jobs = list(self._io_jobs)
+        if jobs:
+            await asyncio.to_thread(concurrent.futures.wait, jobs, timeout)
+
     async def close(self) -> None:
         """Disconnect everyone and persist completion (used on drop and client shutdown)."""
         if self._closed:
@@ -430,6 +450,7 @@ class Torrent:
             await announcing
             return
         try:
+            await self._wait_io_idle()
             await self._flush_storage()
             if self.completion is not None:
                 await asyncio.to_thread(self.completion.detach, self.info_hash)

@@ -69,7 +69,7 @@ class Uploader:
     async def _read_piece(self, p: int) -> None:
         t = self.torrent
         try:
-            data = await asyncio.to_thread(t.storage.read_piece, p)
+            data = await t.run_io(t.storage.read_piece, p)
         except StorageError as exc:
             self.pending_reads.pop(p, None)
             if isinstance(exc, DataMissingError):

@@ -187,3 +187,18 @@ async def test_restart_uses_completion_store_without_rehash(
             p for e in events if isinstance(e, PieceStateChanged) for p, s in e.changes if s.hashing
         ]
         assert hashed == []
+
+
+@pytest.mark.timeout(60)
+async def test_recheck_of_a_paused_torrent_stays_paused(
+    tmp_path: Path, source: tuple[Path, object]
+) -> None:
+    src, mi = source
+    async with Client(loopback_config(tmp_path, "seed")) as c:
+        t = await c.add_metainfo(mi, download_dir=src)  # type: ignore[arg-type]
+        t.pause()
+        await t.verify_data()
+        assert t.state is TorrentState.PAUSED
+        assert t.picker.is_complete()
+        t.resume()
+        assert t.state is TorrentState.SEEDING
