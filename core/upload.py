@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from .checking import forget_piece
 from .errors import StorageError
 from .storage import DataMissingError
-from .wire import Request
+from .wire import Reject, Request
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -71,7 +71,7 @@ class Uploader:
         try:
             data = await t.run_io(t.storage.read_piece, p)
         except StorageError as exc:
-            self.pending_reads.pop(p, None)
+            self._refuse(self.pending_reads.pop(p, []))
             if isinstance(exc, DataMissingError):
                 # Our data vanished from under us: recheck rather than serve garbage.
                 forget_piece(t, p)
@@ -86,6 +86,14 @@ class Uploader:
         for peer, req in self.pending_reads.pop(p, []):
             if not peer.closed:
                 self._send_block(peer, req, data)
+
+    @staticmethod
+    def _refuse(waiting: list[tuple[Peer, Request]]) -> None:
+        """Tell peers we cannot serve what they asked (BEP 6 reject), so they ask elsewhere."""
+        for peer, req in waiting:
+            proto = peer.proto
+            if proto is not None and not proto.closed and proto.conn.fast_enabled:
+                proto.send(Reject(req.index, req.begin, req.length))
 
     def _send_block(self, peer: Peer, req: Request, data: bytes) -> None:
         t = self.torrent
