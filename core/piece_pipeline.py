@@ -49,7 +49,8 @@ class PiecePipeline:
         self.bufs: dict[int, bytearray] = {}
         self._buf_pool: list[bytearray] = []  # spare full-size piece buffers
         self._contributors: dict[int, dict[int, Peer]] = {}
-        self._failed_blocks: dict[int, dict[int, tuple[Peer, bytes]]] = {}
+        # piece -> block offset -> (sender, SHA-1 of what it sent), over every failed attempt
+        self._failed_blocks: dict[int, dict[int, list[tuple[Peer, bytes]]]] = {}
         self._hash_failures: dict[str, int] = {}  # Client.blame_key -> pieces failed alone
         cfg = torrent.client.config
         self._hash_sem = asyncio.Semaphore(max(1, cfg.piece_hashers_per_torrent))
@@ -166,10 +167,11 @@ class PiecePipeline:
         failed = self._failed_blocks.pop(p, None)
         if failed:
             # Blame exactly the peers whose earlier blocks differ from the good data.
-            for begin, (peer, digest) in failed.items():
+            for begin, senders in failed.items():
                 good = hashlib.sha1(buf[begin : begin + 16384]).digest()
-                if digest != good:
-                    self._ban(peer, f"sent corrupt data for piece {p}")
+                for peer, digest in senders:
+                    if digest != good:
+                        self._ban(peer, f"sent corrupt data for piece {p}")
         for peer in list(t.peers):
             if peer.proto is not None:
                 peer.proto.send(Have(p))
@@ -192,10 +194,11 @@ class PiecePipeline:
             if failures >= BAN_AFTER_FAILURES:
                 self._ban(peer, f"{failures} pieces failed their hash check")
         else:
-            self._failed_blocks[p] = {
-                begin: (peer, hashlib.sha1(buf[begin : begin + 16384]).digest())
-                for begin, peer in contributors.items()
-            }
+            # Keep the evidence of earlier failures of this piece too.
+            evidence = self._failed_blocks.setdefault(p, {})
+            for begin, peer in contributors.items():
+                digest = hashlib.sha1(buf[begin : begin + 16384]).digest()
+                evidence.setdefault(begin, []).append((peer, digest))
         for peer in list(t.peers):
             t._swarm.fill_requests(peer)
 
