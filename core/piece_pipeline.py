@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 #: Spare piece buffers kept for reuse while downloading (see ``_recycle_buf``).
 BUF_POOL_BYTES = 8 << 20
+#: Block size of the blame evidence: the request size every client uses.
+BLOCK = 16384
 #: A peer that alone sent the data of this many failed pieces is banned.
 BAN_AFTER_FAILURES = 2
 
@@ -114,8 +116,11 @@ class PiecePipeline:
         async with self._hash_sem:
             t._hashing.add(p)
             t._piece_changed(p)
+            # Per-block digests are only needed to blame senders: when an earlier
+            # attempt failed (to compare) or this one may fail (as evidence).
+            blame = p in self._failed_blocks or len(set(contributors.values())) > 1
             try:
-                ok = await t.run_io(self.hash_and_write, p, buf)
+                ok, digests = await t.run_io(self.hash_and_write, p, buf, blame)
             except StorageError as exc:
                 t._hashing.discard(p)
                 t.picker.on_piece_hashed(p, False)  # re-download later, blame nobody
@@ -128,9 +133,9 @@ class PiecePipeline:
         t.picker.on_piece_hashed(p, ok)
         t._piece_changed(p)
         if ok:
-            self._piece_verified(p, buf, contributors)
+            self._piece_verified(p, contributors, digests)
         else:
-            self._piece_failed(p, buf, contributors)
+            self._piece_failed(p, contributors, digests)
         self._recycle_buf(buf)
 
     def _recycle_buf(self, buf: bytearray) -> None:
@@ -146,21 +151,33 @@ class PiecePipeline:
         if len(buf) == plen and len(self._buf_pool) * plen < BUF_POOL_BYTES:
             self._buf_pool.append(buf)
 
-    def hash_and_write(self, p: int, buf: bytearray) -> bool:
-        """Worker thread: verify then write; only good data reaches the disk."""
+    def hash_and_write(
+        self, p: int, buf: bytearray, block_digests: bool = False
+    ) -> tuple[bool, dict[int, bytes]]:
+        """Worker thread: verify then write; only good data reaches the disk.
+
+        With ``block_digests``, also returns the SHA-1 of every 16 KiB block
+        (offset -> digest), the evidence used to tell which sender lied.
+        """
         t = self.torrent
         if t.info.pieces:
             ok = hashlib.sha1(buf).digest() == t.info.piece_hash_v1(p)
         else:
             ok = t.metainfo.verify_piece_v2(p, buf)
-        if not ok:
-            return False
-        t.storage.write_block(p, 0, buf)
-        if t.completion is not None:
-            t.completion.mark(t.info_hash, p, True)
-        return True
+        digests = (
+            {b: hashlib.sha1(buf[b : b + BLOCK]).digest() for b in range(0, len(buf), BLOCK)}
+            if block_digests
+            else {}
+        )
+        if ok:
+            t.storage.write_block(p, 0, buf)
+            if t.completion is not None:
+                t.completion.mark(t.info_hash, p, True)
+        return ok, digests
 
-    def _piece_verified(self, p: int, buf: bytearray, contributors: dict[int, Peer]) -> None:
+    def _piece_verified(
+        self, p: int, contributors: dict[int, Peer], digests: dict[int, bytes]
+    ) -> None:
         t = self.torrent
         for peer in set(contributors.values()):
             peer.stats.pieces_dirtied_good += 1
@@ -168,7 +185,7 @@ class PiecePipeline:
         if failed:
             # Blame exactly the peers whose earlier blocks differ from the good data.
             for begin, senders in failed.items():
-                good = hashlib.sha1(buf[begin : begin + 16384]).digest()
+                good = digests.get(begin)
                 for peer, digest in senders:
                     if digest != good:
                         self._ban(peer, f"sent corrupt data for piece {p}")
@@ -179,7 +196,9 @@ class PiecePipeline:
         if t.picker.is_complete():
             t._schedule(self.wanted_complete())
 
-    def _piece_failed(self, p: int, buf: bytearray, contributors: dict[int, Peer]) -> None:
+    def _piece_failed(
+        self, p: int, contributors: dict[int, Peer], digests: dict[int, bytes]
+    ) -> None:
         t = self.torrent
         peers = set(contributors.values())
         t.client.bus.publish(PieceHashFailed(t.info_hash, p, tuple(peer.address for peer in peers)))
@@ -197,8 +216,7 @@ class PiecePipeline:
             # Keep the evidence of earlier failures of this piece too.
             evidence = self._failed_blocks.setdefault(p, {})
             for begin, peer in contributors.items():
-                digest = hashlib.sha1(buf[begin : begin + 16384]).digest()
-                evidence.setdefault(begin, []).append((peer, digest))
+                evidence.setdefault(begin, []).append((peer, digests[begin]))
         for peer in list(t.peers):
             t._swarm.fill_requests(peer)
 

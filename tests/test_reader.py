@@ -334,9 +334,11 @@ async def test_responsive_reader_returns_bytes_before_the_hash_check(tmp_path: P
         release = threading.Event()
         real = t._pipeline.hash_and_write
 
-        def slow_hash(p: int, buf: bytearray) -> bool:
+        def slow_hash(
+            p: int, buf: bytearray, block_digests: bool = False
+        ) -> tuple[bool, dict[int, bytes]]:
             release.wait(10)
-            return real(p, buf)
+            return real(p, buf, block_digests)
 
         t._pipeline.hash_and_write = slow_hash  # type: ignore[method-assign]
         t.add_peers([("127.0.0.1", st.client.listen_port)])
