@@ -114,6 +114,8 @@ class Peer:
         self.connected_at = time.monotonic()
         self.last_block_at = self.connected_at
         self.upload_queue: list[Request] = []
+        # Queued uploads whose rate-limit tokens were already taken.
+        self.paid_uploads: set[Request] = set()
         self.hash_failures = 0
         #: Our bitfield went out; before a magnet's info is known and checked it waits.
         self.have_set_sent = False

@@ -336,6 +336,7 @@ class Swarm:
             if p is not None and p.proto is not None:
                 p.proto.send(Choke())
                 p.upload_queue.clear()
+                p.paid_uploads.clear()
         for pid in decision.unchoke:
             p = pid if isinstance(pid, Peer) else None
             if p is not None and p.proto is not None:

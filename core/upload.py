@@ -109,8 +109,17 @@ class Uploader:
             if bucket.rate is not None:
                 delay = max(delay, bucket.consume(req.length, now))
         if delay > 0:
+            # The tokens are taken now (the bucket goes into debt), so this block
+            # is sent without paying again when its turn comes.
+            peer.paid_uploads.add(req)
             peer.upload_queue.append(req)
-            asyncio.get_running_loop().call_later(delay, self.serve_queued, peer, True)
+            asyncio.get_running_loop().call_later(delay, self.serve_queued, peer)
+            return
+        self._write_block(peer, req, data)
+
+    def _write_block(self, peer: Peer, req: Request, data: bytes) -> None:
+        proto = peer.proto
+        if proto is None or proto.closed:
             return
         view = memoryview(data)[req.begin : req.begin + req.length]
         if proto.send_piece(req.index, req.begin, view):
@@ -119,25 +128,23 @@ class Uploader:
             peer.stats.chunks_written += 1
             peer.up_rate.add(n, time.monotonic())
 
-    def serve_queued(self, peer: Peer, paid: bool = False) -> None:
+    def serve_queued(self, peer: Peer) -> None:
         """Send queued uploads once the socket drains or the rate limit allows."""
         queue = peer.upload_queue
         peer.upload_queue = []
-        first = True
         for req in queue:
-            data = self.read_cache.get(req.index)
-            if data is None:
-                self.serve_request(peer, req)
-                continue
             proto = peer.proto
             if proto is None or proto.closed:
                 return
-            if paid and first:
-                first = False
-                view = memoryview(data)[req.begin : req.begin + req.length]
-                if proto.send_piece(req.index, req.begin, view):
-                    peer.stats.bytes_written_data += req.length
-                    peer.stats.chunks_written += 1
-                    peer.up_rate.add(req.length, time.monotonic())
-                continue
-            self._send_block(peer, req, data)
+            paid = req in peer.paid_uploads
+            peer.paid_uploads.discard(req)
+            data = self.read_cache.get(req.index)
+            if data is None:
+                self.serve_request(peer, req)
+            elif paid and not proto.write_paused and not peer.upload_queue:
+                self._write_block(peer, req, data)
+            elif paid:
+                peer.paid_uploads.add(req)
+                peer.upload_queue.append(req)
+            else:
+                self._send_block(peer, req, data)
