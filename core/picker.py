@@ -22,25 +22,18 @@ cannot take a request (fully requested, complete and awaiting hash, had,
 unwanted) are kept out of the buckets so the walk never wades through them.
 
 Endgame: once every wanted chunk is received or in flight, ``pick`` hands out
-chunks already requested from another peer (at most one duplicate per chunk);
-when either copy arrives, :meth:`Picker.on_block_received` names the other
-peer so the engine can send a cancel.
+chunks already requested from another peer, at most one duplicate per chunk.
+Chunk-level state (received, in flight, to whom) is kept by
+:class:`core.chunk_ledger.ChunkLedger`; the picker holds the piece-level policy.
 
 Unverified cap: bytes received but not yet hashed are counted; once they reach
 ``max_unverified_bytes``, ``pick`` only continues pieces that already hold
 received data and starts no new piece. (Refusing everything would deadlock if
 the budget were spent on several half-received pieces.)
 
-Piece geometry: in a v1 (or hybrid) torrent every piece is ``piece_length``
-long except the last. In a pure v2 torrent (BEP 52) every file starts on a
-piece boundary, so the last piece of each file may be short, anywhere in the
-piece space; pass ``piece_sizes`` for those. Only the short pieces are kept
-(a dict, one entry per file), and a torrent whose sizes turn out to be v1
-geometry keeps the v1 path, where a piece's size is one comparison.
-
 Sets of pieces and chunks are big-endian ``bitarray``s (the BEP 3 bitfield
-layout); chunk ``c`` of piece ``p`` is bit ``p * chunks_per_piece + c`` (a
-short piece leaves the bits of its missing chunks unused).
+layout); chunk ids and piece sizes (v1, or pure v2 with ``piece_sizes``) come
+from :class:`core.piece_geometry.PieceGeometry`.
 Bitfields passed in must be big-endian and exactly ``num_pieces`` long (the
 wire layer strips the padding bits); anything else raises ``ValueError``.
 
@@ -69,24 +62,16 @@ import random
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import NamedTuple
 
 from bitarray import bitarray
 from bitarray.util import any_and, zeros
 
+from .chunk_ledger import ChunkLedger
+from .piece_geometry import CHUNK_SIZE as CHUNK_SIZE
+from .piece_geometry import PieceGeometry
+from .piece_geometry import Request as Request
 from .piece_order import OUT, REBUILD_FRACTION, PieceOrder, group_of
 from .types import PiecePriority
-
-CHUNK_SIZE = 16 * 1024
-"""Request size used by every client in practice (BEP 3 recommends 2^14)."""
-
-
-class Request(NamedTuple):
-    """One block request: ``length`` bytes at ``begin`` within ``piece``."""
-
-    piece: int
-    begin: int
-    length: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +94,14 @@ _USEFUL = BlockOutcome(True)
 
 
 class Picker:
-    """Chunk-level download state of one torrent, and the request policy.
+    """The request policy of one torrent, and its piece-level download state.
 
     Peers are identified by any hashable key chosen by the engine. Pieces
     start with ``priority`` (default ``NORMAL``: everything wanted); the engine
     sets per-piece priorities from file priorities and readers.
 
-    ``total_length`` is the length of the linear piece space (for pure v2,
-    up to the end of the last file, virtual padding included). ``piece_sizes``
-    gives each piece's size when pieces other than the last may be short (a
-    sequence of ``num_pieces`` sizes or a function of the index); every size
-    must be in ``1..piece_length`` and the last piece no longer than the
-    space left for it. Without it, v1 geometry.
+    ``num_pieces``, ``piece_length``, ``total_length`` and ``piece_sizes``
+    are checked and kept by :class:`~core.piece_geometry.PieceGeometry`.
     """
 
     def __init__(
@@ -134,43 +115,30 @@ class Picker:
         max_unverified_bytes: int | None = None,
         piece_sizes: Sequence[int] | Callable[[int], int] | None = None,
     ) -> None:
-        if piece_length <= 0:
-            raise ValueError(f"piece_length must be positive, got {piece_length}")
-        if total_length < 0:
-            raise ValueError(f"total_length must not be negative, got {total_length}")
-        if num_pieces != -(-total_length // piece_length):
-            raise ValueError(
-                f"{num_pieces} pieces do not cover {total_length} bytes in pieces of {piece_length}"
-            )
-        n = num_pieces
-        self._n = n
+        geometry = self._geometry = PieceGeometry(
+            num_pieces, piece_length, total_length, piece_sizes
+        )
+        # The hot paths (pick, on_block_received) read these once per chunk:
+        # copies here save an attribute lookup through the geometry each time.
+        n = self._n = num_pieces
         self._plen = piece_length
-        self._total = total_length
-        self._cpp = -(-piece_length // CHUNK_SIZE)
-        self._last_size = total_length - (n - 1) * piece_length if n else 0
-        self._last_nchunks = -(-self._last_size // CHUNK_SIZE)
+        self._cpp = geometry.chunks_per_piece
+        self._last_size = geometry.last_size
+        self._last_nchunks = geometry.last_nchunks
+        self._short = geometry.short
+        self._short_nc = geometry.short_nc
+        payload = geometry.payload_length
         self._rng = rng if rng is not None else random.Random()
-        # Pure v2 geometry: size and chunk count of every short piece (None: v1).
-        self._short: dict[int, int] | None = None
-        self._short_nc: dict[int, int] = {}
-        payload = total_length
-        if piece_sizes is not None and n:
-            short = _short_pieces(n, piece_length, self._last_size, piece_sizes)
-            v1_like = {n - 1: self._last_size} if self._last_size < piece_length else {}
-            if short != v1_like:
-                self._short = short
-                self._short_nc = {p: -(-size // CHUNK_SIZE) for p, size in short.items()}
-                self._last_size = short.get(n - 1, piece_length)
-                self._last_nchunks = -(-self._last_size // CHUNK_SIZE)
-                payload = n * piece_length - sum(piece_length - size for size in short.values())
-        self._payload = payload
 
-        nchunks = n * self._cpp
-        self._received = zeros(nchunks, "big")
-        self._requested = zeros(nchunks, "big")  # in flight and not yet received
-        self._claimed = zeros(nchunks, "big")  # received | requested
-        self._recv_count = [0] * n
-        self._claim_count = [0] * n
+        chunks = self._chunks = ChunkLedger(geometry)
+        self._received = chunks.received
+        self._requested = chunks.requested  # in flight and not yet received
+        self._claimed = chunks.claimed  # received | requested
+        self._recv_count = chunks.recv_count
+        self._claim_count = chunks.claim_count
+        self._owner = chunks.owner
+        self._dup = chunks.dup
+        self._by_peer = chunks.by_peer
 
         prio = int(priority)
         self._prio = [prio] * n
@@ -184,10 +152,6 @@ class Picker:
         self._order = PieceOrder(n, self._rng)
         # Wanted pieces whose every chunk is received or in flight: endgame material.
         self._saturated: dict[int, None] = {}
-
-        self._owner: dict[int, Hashable] = {}
-        self._dup: dict[int, Hashable] = {}
-        self._by_peer: dict[Hashable, set[int]] = {}
 
         self._unverified = 0
         self._max_unverified = max_unverified_bytes
@@ -215,31 +179,16 @@ class Picker:
     @property
     def payload_length(self) -> int:
         """Sum of all piece sizes (for pure v2, the piece space without its padding)."""
-        return self._payload
+        return self._geometry.payload_length
 
     def piece_size(self, piece: int) -> int:
-        short = self._short
-        if short is None:
-            return self._plen if piece < self._n - 1 else self._last_size
-        return short.get(piece, self._plen)
+        return self._geometry.piece_size(piece)
 
     def num_chunks(self, piece: int) -> int:
-        if self._short is None:
-            return self._cpp if piece < self._n - 1 else self._last_nchunks
-        return self._short_nc.get(piece, self._cpp)
+        return self._geometry.num_chunks(piece)
 
     def chunk_length(self, piece: int, begin: int) -> int:
-        return min(CHUNK_SIZE, self.piece_size(piece) - begin)
-
-    def _received_bytes(self, p: int) -> int:
-        count = self._recv_count[p]
-        if not count:
-            return 0
-        nc = self.num_chunks(p)
-        total = count * CHUNK_SIZE
-        if self._received[p * self._cpp + nc - 1]:
-            total -= nc * CHUNK_SIZE - self.piece_size(p)
-        return total
+        return self._geometry.chunk_length(piece, begin)
 
     def _check_bits(self, bits: bitarray) -> None:
         if len(bits) != self._n:
@@ -252,7 +201,7 @@ class Picker:
         saturated = False
         if self._have[p] or self._busy[p] or not prio:
             target = OUT
-        elif claimed >= self.num_chunks(p):
+        elif claimed >= self._geometry.num_chunks(p):
             target = OUT
             saturated = True
         else:
@@ -283,28 +232,13 @@ class Picker:
 
     def peer_bitfield(self, bits: bitarray) -> None:
         """A peer's BITFIELD arrived (``len(bits) == num_pieces``, trimmed of padding)."""
-        self._apply_bitfield(bits, 1)
+        self._check_bits(bits)
+        self._order.add_bitfield(bits, 1)
 
     def peer_lost(self, bits: bitarray) -> None:
         """A peer with pieces ``bits`` disconnected; undo its availability."""
-        self._apply_bitfield(bits, -1)
-
-    def _apply_bitfield(self, bits: bitarray, k: int) -> None:
         self._check_bits(bits)
-        count = bits.count()
-        lacking = 2 * count > self._n
-        moves = self._n - count if lacking else count
-        order = self._order
-        if moves > self._n // REBUILD_FRACTION:
-            order.suspend()  # one O(n) rebuild beats this many bucket moves
-        if lacking:
-            # Cheaper to count the peer as a seed and correct the pieces it lacks.
-            order.base += k
-            for p in bits.search(0):
-                order.add_availability(p, -k)
-        else:
-            for p in bits.search(1):
-                order.add_availability(p, k)
+        self._order.add_bitfield(bits, -1)
 
     # -------------------------------------------------------------- priorities
 
@@ -322,7 +256,7 @@ class Picker:
         if old == new:
             return
         if not self._have[piece] and (old == 0) != (new == 0):
-            missing = self.piece_size(piece) - self._received_bytes(piece)
+            missing = self._geometry.piece_size(piece) - self._chunks.received_bytes(piece)
             if new:
                 self._wanted_missing += missing
                 self._wanted[piece] = 1
@@ -364,7 +298,7 @@ class Picker:
 
     def piece_complete_chunks(self, piece: int) -> bool:
         """Every chunk of ``piece`` has been received (it is ready to hash)."""
-        return self._recv_count[piece] == self.num_chunks(piece) and not self._have[piece]
+        return self._recv_count[piece] == self._geometry.num_chunks(piece) and not self._have[piece]
 
     def received_chunks(self, piece: int) -> int:
         return self._recv_count[piece]
@@ -377,15 +311,15 @@ class Picker:
         """
         if self._have[piece]:
             return
-        recv = self._received_bytes(piece)
+        recv = self._chunks.received_bytes(piece)
         self._unverified -= recv
         if self._prio[piece]:
-            self._wanted_missing -= self.piece_size(piece) - recv
+            self._wanted_missing -= self._geometry.piece_size(piece) - recv
         self._wanted[piece] = 0
         self._have[piece] = 1
         self._busy[piece] = 0
         self._num_have += 1
-        self._reset_chunks(piece)
+        self._chunks.reset(piece)
         self._place(piece)
 
     def mark_hashing(self, piece: int) -> None:
@@ -406,26 +340,12 @@ class Picker:
         if ok:
             self.set_have(piece)
             return
-        recv = self._received_bytes(piece)
+        recv = self._chunks.received_bytes(piece)
         self._unverified -= recv
         if self._prio[piece]:
             self._wanted_missing += recv
-        self._reset_chunks(piece)
+        self._chunks.reset(piece)
         self._place(piece)
-
-    def _reset_chunks(self, p: int) -> None:
-        s = p * self._cpp
-        e = s + self.num_chunks(p)
-        for cid in self._requested.search(1, s, e):
-            for table in (self._owner, self._dup):
-                q = table.pop(cid, None)
-                if q is not None:
-                    self._by_peer[q].discard(cid)
-        self._received[s:e] = 0
-        self._requested[s:e] = 0
-        self._claimed[s:e] = 0
-        self._recv_count[p] = 0
-        self._claim_count[p] = 0
 
     # --------------------------------------------------------------- interest
 
@@ -463,7 +383,7 @@ class Picker:
         if not 0 <= piece < self._n or begin < 0 or self._have[piece]:
             return False
         c = begin // CHUNK_SIZE
-        return c < self.num_chunks(piece) and bool(self._received[piece * self._cpp + c])
+        return c < self._geometry.num_chunks(piece) and bool(self._received[piece * self._cpp + c])
 
     def in_endgame(self) -> bool:
         """Every wanted chunk is received or in flight, and some are in flight."""
@@ -473,16 +393,10 @@ class Picker:
 
     def outstanding(self, peer: Hashable) -> list[Request]:
         """Requests currently in flight to ``peer``, in piece order."""
-        cpp = self._cpp
-        out = []
-        for cid in sorted(self._by_peer.get(peer, ())):
-            p, c = divmod(cid, cpp)
-            begin = c * CHUNK_SIZE
-            out.append(Request(p, begin, self.chunk_length(p, begin)))
-        return out
+        return self._chunks.outstanding(peer)
 
     def outstanding_count(self, peer: Hashable) -> int:
-        return len(self._by_peer.get(peer, ()))
+        return len(self._by_peer.get(peer, ()))  # once per request round: no extra call
 
     def pick(
         self,
@@ -609,19 +523,7 @@ class Picker:
         pieces = [p for p in self._saturated if peer_has[p] and (allowed is None or p in allowed)]
         prio, rank = self._prio, self._order.rank
         pieces.sort(key=lambda p: (-prio[p], rank[p]))
-        owner, dup = self._owner, self._dup
-        for p in pieces:
-            s = p * self._cpp
-            for cid in list(self._requested.search(1, s, s + self.num_chunks(p))):
-                if cid in dup or owner.get(cid) == peer:
-                    continue
-                dup[cid] = peer
-                reqs.add(cid)
-                begin = (cid - s) * CHUNK_SIZE
-                out.append(Request(p, begin, self.chunk_length(p, begin)))
-                budget -= 1
-                if not budget:
-                    return
+        self._chunks.add_duplicates(peer, reqs, pieces, budget, out)
 
     def on_block_received(
         self, peer: Hashable, piece: int, begin: int, length: int | None = None
@@ -699,29 +601,12 @@ class Picker:
         if not 0 <= piece < self._n or begin < 0 or begin % CHUNK_SIZE:
             return False
         c = begin // CHUNK_SIZE
-        if c >= self.num_chunks(piece):
+        if c >= self._geometry.num_chunks(piece):
             return False  # would alias a chunk of the next piece
-        cid = piece * self._cpp + c
-        reqs = self._by_peer.get(peer)
-        if reqs is None or cid not in reqs:
+        if not self._chunks.release_one(peer, piece * self._cpp + c):
             return False
-        reqs.discard(cid)
-        self._release_chunk(peer, cid)
         self._place(piece)
         return True
-
-    def _release_chunk(self, peer: Hashable, cid: int) -> None:
-        if self._dup.get(cid) == peer:
-            del self._dup[cid]
-            return
-        other = self._dup.pop(cid, None)
-        if other is not None:
-            self._owner[cid] = other  # the duplicate becomes the only request
-            return
-        del self._owner[cid]
-        self._requested[cid] = 0
-        self._claimed[cid] = 0
-        self._claim_count[cid // self._cpp] -= 1
 
     def release_peer(self, peer: Hashable) -> int:
         """Forget every request outstanding to ``peer``; return how many.
@@ -729,15 +614,11 @@ class Picker:
         Call it when the peer disconnects, and when it chokes us without the
         fast extension (BEP 3: a choke silently drops pending requests).
         """
-        reqs = self._by_peer.pop(peer, None)
+        reqs = self._chunks.release_peer(peer)
         if not reqs:
             return 0
-        pieces = set()
         cpp = self._cpp
-        for cid in reqs:
-            self._release_chunk(peer, cid)
-            pieces.add(cid // cpp)
-        for p in pieces:
+        for p in {cid // cpp for cid in reqs}:
             self._place(p)
         return len(reqs)
 
@@ -748,25 +629,3 @@ class Picker:
         :meth:`peer_lost_all`, since only the engine knows its bitfield.
         """
         return self.release_peer(peer)
-
-
-def _short_pieces(
-    n: int, piece_length: int, last_room: int, sizes: Sequence[int] | Callable[[int], int]
-) -> dict[int, int]:
-    """``{piece: size}`` of the pieces shorter than ``piece_length``, sizes checked."""
-    if callable(sizes):
-        get = sizes
-    else:
-        if len(sizes) != n:
-            raise ValueError(f"piece_sizes has {len(sizes)} entries, torrent has {n} pieces")
-        get = sizes.__getitem__
-    short: dict[int, int] = {}
-    for p in range(n):
-        size = get(p)
-        if not 0 < size <= piece_length:
-            raise ValueError(f"piece {p} has size {size}, outside 1..{piece_length}")
-        if size != piece_length:
-            short[p] = size
-    if short.get(n - 1, piece_length) > last_room:
-        raise ValueError(f"the last piece cannot hold {short.get(n - 1, piece_length)} bytes")
-    return short

@@ -152,6 +152,22 @@ class PieceOrder:
         else:
             self.delta[p] += k
 
+    def add_bitfield(self, bits: bitarray, k: int) -> None:
+        """Add ``k`` to the availability of every piece set in ``bits`` (length n)."""
+        count = bits.count()
+        lacking = 2 * count > self._n
+        moves = self._n - count if lacking else count
+        if moves > self._n // REBUILD_FRACTION:
+            self.suspend()  # one O(n) rebuild beats this many bucket moves
+        if lacking:
+            # Cheaper to count the peer as a seed and correct the pieces it lacks.
+            self.base += k
+            for p in bits.search(0):
+                self.add_availability(p, -k)
+        else:
+            for p in bits.search(1):
+                self.add_availability(p, k)
+
     def availability(self, p: int) -> int:
         return self.base + self.delta[p]
 
