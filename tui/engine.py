@@ -12,6 +12,10 @@ Getters (``torrents``, ``status``, ``details``, ``preview_priorities``) are
 synchronous and cheap: the bridge calls them a few times a second on the
 event loop.  Anything that may wait (disk, network, hashing) is ``async``
 and is awaited from Textual workers, never from a handler.
+
+What only reads engine objects (rows, piece map, info view, source kinds,
+priority previews) lives in :mod:`tui.engine_views`; ``classify_source``,
+``files_of`` and ``priority_change`` are re-exported here.
 """
 
 from __future__ import annotations
@@ -20,24 +24,26 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from core.bus import Subscription
-from core.choker import is_snubbed
 from core.client import Client
 from core.config import ClientConfig
 from core.errors import MagnetError, MetainfoError, TorrentError
-from core.events import PeerRow, TorrentRow
-from core.magnet import Magnet, parse_magnet
+from core.events import TorrentRow
+from core.magnet import parse_magnet
 from core.metainfo import Metainfo
-from core.piecestate import PieceState
 from core.stats import TorrentState
 from core.torrent import Torrent
 from core.types import InfoHash, PiecePriority
 
-from .model import FileRow, GlobalStatus, PieceCell, PieceMap, TorrentDetails, TorrentInfoView
+from .engine_views import classify_source as classify_source
+from .engine_views import file_rows, info_view, is_magnet, peer_rows, piece_map
+from .engine_views import files_of as files_of
+from .engine_views import priority_change as priority_change
+from .model import FileRow, GlobalStatus, TorrentDetails
 from .session import Session, SessionEntry
 
 log = logging.getLogger(__name__)
@@ -103,111 +109,6 @@ class Engine(Protocol):
     ) -> None: ...
 
     def subscribe(self) -> Subscription: ...
-
-
-# --- pure helpers shared by both engines -----------------------------------------
-
-
-def priority_change(
-    files: Sequence[FileRow],
-    piece_length: int,
-    total_size: int,
-    indices: Sequence[int],
-    prio: PiecePriority,
-    piece_size: Callable[[int], int] | None = None,
-) -> tuple[int, int]:
-    """How many pieces, and how many bytes in them, change priority if ``indices`` get ``prio``.
-
-    Pieces are ``piece_length`` long up to ``total_size`` unless ``piece_size``
-    says otherwise: pass it when pieces may be short in the middle (pure v2,
-    where each file ends its own piece) or padding files shift the end.
-
-    A piece's priority is the highest of the files it overlaps, so a piece
-    shared with a file that keeps a higher priority does not change (skipping
-    one file keeps the boundary piece it shares with a wanted neighbour), and
-    a piece shared with a skipped file changes when its neighbour is raised.
-    """
-    chosen = set(indices)
-    touched: set[int] = set()
-    for f in files:
-        if f.index in chosen and f.size > 0 and f.priority != prio:
-            touched.update(range(f.first_piece, f.last_piece + 1))
-    if not touched:
-        return 0, 0
-    old: dict[int, int] = dict.fromkeys(touched, 0)
-    new: dict[int, int] = dict.fromkeys(touched, 0)
-    for f in files:
-        if f.size <= 0 or f.last_piece < min(touched) or f.first_piece > max(touched):
-            continue
-        after = prio if f.index in chosen else f.priority
-        for p in range(f.first_piece, f.last_piece + 1):
-            if p in old:
-                old[p] = max(old[p], int(f.priority))
-                new[p] = max(new[p], int(after))
-    changed = [p for p in touched if old[p] != new[p]]
-    if piece_size is not None:
-        nbytes = sum(piece_size(p) for p in changed)
-    else:
-        nbytes = sum(min(piece_length, total_size - p * piece_length) for p in changed)
-    return len(changed), nbytes
-
-
-def files_of(mi: Metainfo) -> tuple[FileRow, ...]:
-    """The payload files of a parsed torrent, as the add dialog lists them (nothing done)."""
-    info = mi.info
-    single = len(info.payload_files()) == 1
-    rows = []
-    for index, entry in enumerate(info.files):
-        if entry.is_padding:
-            continue
-        pieces = info.file_pieces(index) if entry.length else range(0)
-        first = pieces.start if pieces else 0
-        path = "/".join(entry.path) if entry.path and not single else info.name
-        rows.append(
-            FileRow(
-                index=index,
-                path=path,
-                size=entry.length,
-                bytes_done=0,
-                priority=PiecePriority.NORMAL,
-                first_piece=first,
-                last_piece=max(first, pieces.stop - 1) if pieces else first,
-            )
-        )
-    return tuple(rows)
-
-
-def _is_magnet(uri: str) -> bool:
-    try:
-        parse_magnet(uri)
-    except MagnetError:
-        return False
-    return True
-
-
-def piece_cell(state: PieceState) -> PieceCell:
-    """How one engine piece state shows on the piece map."""
-    if state.complete:
-        return PieceCell.HAVE
-    if state.checking:
-        return PieceCell.CHECKING
-    if state.partial:
-        return PieceCell.PARTIAL
-    if state.priority == PiecePriority.NONE:
-        return PieceCell.SKIPPED
-    if state.priority >= PiecePriority.HIGH:
-        return PieceCell.HIGH
-    return PieceCell.MISSING
-
-
-def classify_source(source: str) -> str:
-    """``"magnet"``, ``"url"`` or ``"file"``: how :meth:`Engine.add` reads a source."""
-    s = source.strip()
-    if s.lower().startswith("magnet:"):
-        return "magnet"
-    if s.lower().startswith(("http://", "https://")):
-        return "url"
-    return "file"
 
 
 # --- the real engine -------------------------------------------------------------
@@ -313,109 +214,19 @@ class RealEngine:
         if t is None:
             return None
         if getattr(t, "info", None) is None:  # a magnet still fetching its metadata
-            return TorrentDetails(ih, (), self._peer_rows(t), tuple(t.trackers()), None, None)
+            return TorrentDetails(ih, (), peer_rows(t), tuple(t.trackers()), None, None)
         down, up = self._limits.get(ih, (None, None))
         return TorrentDetails(
             info_hash=ih,
-            files=self._file_rows(t),
-            peers=self._peer_rows(t),
+            files=file_rows(t),
+            peers=peer_rows(t),
             trackers=tuple(t.trackers()),
-            pieces=self._piece_map(t),
-            info=self._info_view(t),
+            pieces=piece_map(t),
+            info=info_view(t, self.config.download_dir),
             sequential=t.sequential,
             first_last=any(f.first_last_pieces_first for f in t.files),
             download_limit=down,
             upload_limit=up,
-        )
-
-    @staticmethod
-    def _file_rows(t: Torrent) -> tuple[FileRow, ...]:
-        prefix = t.name + "/"
-        rows = []
-        for f in t.files:
-            pieces = t._file_pieces(f)
-            path = f.path.removeprefix(prefix) if len(t.files) > 1 else f.path
-            rows.append(
-                FileRow(
-                    index=f.index,
-                    path=path,
-                    size=f.length,
-                    bytes_done=f.bytes_completed(),
-                    priority=f.priority,
-                    first_piece=pieces.start,
-                    last_piece=max(pieces.start, pieces.stop - 1),
-                )
-            )
-        return tuple(rows)
-
-    @staticmethod
-    def _peer_rows(t: Torrent) -> tuple[PeerRow, ...]:
-        now = time.monotonic()
-        rows = []
-        n = max(1, t.num_pieces) if getattr(t, "info", None) is not None else 1
-        for p in t.peers:
-            conn = p.proto.conn if p.proto is not None else None
-            has = p.has.count() / n if p.has is not None else 0.0
-            rows.append(
-                PeerRow(
-                    address=p.address,
-                    client=p.client,
-                    source=p.source,
-                    transport="tcp",
-                    encrypted=False,
-                    progress=1.0 if p.is_seed else has,
-                    down_rate=p.down_rate.rate(now),
-                    up_rate=p.up_rate.rate(now),
-                    am_choking=conn.am_choking if conn else True,
-                    am_interested=conn.am_interested if conn else False,
-                    peer_choking=conn.peer_choking if conn else True,
-                    peer_interested=conn.peer_interested if conn else False,
-                    requests_outstanding=t.picker.outstanding_count(p),
-                    incoming=p.incoming,
-                    snubbed=conn is not None
-                    and is_snubbed(
-                        now,
-                        p.last_block_at,
-                        we_are_interested=conn.am_interested,
-                        peer_chokes_us=conn.peer_choking,
-                    ),
-                )
-            )
-        return tuple(rows)
-
-    @staticmethod
-    def _piece_map(t: Torrent) -> PieceMap:
-        n = t.num_pieces
-        cells = bytearray(n)
-        avail = bytearray(n)
-        picker = t.picker
-        for i in range(n):
-            cells[i] = piece_cell(t._piece_state(i))
-            avail[i] = min(255, picker.availability(i))
-        starts = tuple(t._file_pieces(f).start for f in t.files)
-        return PieceMap(bytes(cells), bytes(avail), starts)
-
-    def _info_view(self, t: Torrent) -> TorrentInfoView:
-        mi = t.metainfo
-        ih = t.info_hash
-        root = t.layout.root if t.layout.root is not None else self.config.download_dir
-        try:
-            magnet = Magnet(ih, display_name=t.name).uri()
-        except MagnetError:
-            magnet = ""
-        return TorrentInfoView(
-            name=t.name,
-            info_hash_v1=ih.v1.hex() if ih.v1 else None,
-            info_hash_v2=ih.v2.hex() if ih.v2 else None,
-            size=t.length,
-            piece_length=t.info.piece_length,
-            num_pieces=t.num_pieces,
-            save_path=str(root),
-            comment=mi.comment,
-            created_by=mi.created_by,
-            creation_date=mi.creation_date,
-            private=t.info.private,
-            magnet=magnet,
         )
 
     def preview_priorities(
@@ -426,7 +237,7 @@ class RealEngine:
             return 0, 0
         info = t.info
         return priority_change(
-            self._file_rows(t),
+            file_rows(t),
             info.piece_length,
             t.length,
             indices,
@@ -512,7 +323,7 @@ class RealEngine:
                 raise TorrentError(f"{magnet}: not a valid torrent: {exc}") from exc
             return files_of(mi)
         uri = magnet.strip()
-        known = self.client.torrent(parse_magnet(uri).info_hash) if _is_magnet(uri) else None
+        known = self.client.torrent(parse_magnet(uri).info_hash) if is_magnet(uri) else None
         t = await self._add_magnet(uri, None)
         if known is None:
             self._pending_magnets[uri] = t.info_hash
@@ -523,7 +334,7 @@ class RealEngine:
             # Nothing is wanted until the user picks (add() then sets priorities).
             for f in t.files:
                 f.set_priority(PiecePriority.NONE)
-        return self._file_rows(t)
+        return file_rows(t)
 
     async def discard_metadata(self, source: str) -> None:
         """The user cancelled after :meth:`fetch_metadata`: drop a magnet it added."""
