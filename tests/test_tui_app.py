@@ -10,8 +10,7 @@ from textual.widgets import Checkbox, Input, Label, SelectionList
 from core.errors import TorrentError
 from core.events import TorrentRemoved
 from core.types import PiecePriority
-from tests.support.tui_app import SIZE, make_app, refresh, settle
-from tui.app import TorrentApp
+from tests.support.tui_app import SIZE, calls, make_app, names, refresh, settle
 from tui.fake_engine import FakeEngine
 from tui.screens.add import AddTorrentScreen
 from tui.screens.confirm import ConfirmRemoveScreen
@@ -19,27 +18,8 @@ from tui.screens.limits import SpeedLimitScreen
 from tui.screens.main import MainScreen
 from tui.screens.settings import SettingsScreen
 from tui.widgets.status_pane import StatusPane
-from tui.widgets.torrent_table import TorrentTable
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def table(app: TorrentApp) -> TorrentTable:
-    return app.screen.query_one(TorrentTable)
-
-
-def names(app: TorrentApp) -> list[str]:
-    t = table(app)
-    out = []
-    for key in t.visible_keys:
-        row = t.row_for(key)
-        assert row is not None
-        out.append(row.name)
-    return out
-
-
-def calls(engine: FakeEngine, name: str) -> list[tuple[object, ...]]:
-    return [c for c in engine.calls if c[0] == name]
 
 
 async def test_startup_starts_engine_and_fills_the_table() -> None:

@@ -10,10 +10,9 @@ from textual.widgets.data_table import ColumnKey
 
 from core.events import Lagged
 from core.stats import TorrentState
-from tests.support.tui_app import SIZE, make_app, refresh, settle
+from tests.support.tui_app import SIZE, calls, make_app, names, refresh, settle, table
 from tui import format as fmt
 from tui.actions import ACTIONS
-from tui.app import TorrentApp
 from tui.bridge import Refreshed
 from tui.fake_engine import FakeEngine, FakeScript
 from tui.screens.help import HelpScreen
@@ -21,24 +20,6 @@ from tui.screens.main import MainScreen
 from tui.widgets.torrent_table import TorrentTable
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def table(app: TorrentApp) -> TorrentTable:
-    return app.screen.query_one(TorrentTable)
-
-
-def names(app: TorrentApp) -> list[str]:
-    t = table(app)
-    out = []
-    for key in t.visible_keys:
-        row = t.row_for(key)
-        assert row is not None
-        out.append(row.name)
-    return out
-
-
-def calls(engine: FakeEngine, name: str) -> list[tuple[object, ...]]:
-    return [c for c in engine.calls if c[0] == name]
 
 
 async def test_refresh_updates_only_changed_cells() -> None:

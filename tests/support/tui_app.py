@@ -17,6 +17,7 @@ from core.config import ClientConfig
 from tui.app import TorrentApp
 from tui.fake_engine import BASE_TIME, FakeEngine, FakeScript
 from tui.settings import Settings, TuiSettings
+from tui.widgets.torrent_table import TorrentTable
 
 os.environ["TZ"] = "UTC"
 time.tzset()
@@ -58,3 +59,23 @@ async def refresh(pilot: Pilot[None]) -> None:
     assert isinstance(app, TorrentApp)
     app.bridge.refresh()
     await settle(pilot)
+
+
+def table(app: TorrentApp) -> TorrentTable:
+    return app.screen.query_one(TorrentTable)
+
+
+def names(app: TorrentApp) -> list[str]:
+    """The names of the visible torrent rows, top to bottom."""
+    t = table(app)
+    out = []
+    for key in t.visible_keys:
+        row = t.row_for(key)
+        assert row is not None
+        out.append(row.name)
+    return out
+
+
+def calls(engine: FakeEngine, name: str) -> list[tuple[object, ...]]:
+    """The recorded calls of one engine method."""
+    return [c for c in engine.calls if c[0] == name]
