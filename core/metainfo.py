@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import merkle
-from .bencoding import decode, dict_spans, encode
+from .bencoding import decode, decode_with_spans, encode
 from .errors import BencodeError, MetainfoError
 from .info import (
     MAX_PIECE_LENGTH,
@@ -155,12 +155,14 @@ class Metainfo:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise MetainfoError(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
-        top = decode(data)
-        if not isinstance(top, dict):
+        if data[:1] != b"d":
+            decode(data)  # malformed bencode raises BencodeError with its offset
             raise MetainfoError("a .torrent must be a bencoded dict")
+        # One validating scan gives both the values and the raw info span.
+        top, spans = decode_with_spans(data)
         if b"info" not in top:
             raise MetainfoError("no 'info' dict")
-        start, end = dict_spans(data)[b"info"]
+        start, end = spans[b"info"]
         raw_info = data[start:end]
         info = parse_info_dict(top[b"info"])
         date = top.get(b"creation date")

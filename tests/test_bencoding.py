@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.bencoding import decode, decode_prefix, dict_spans, encode, scan
+from core.bencoding import decode, decode_prefix, decode_with_spans, dict_spans, encode, scan
 from core.errors import BencodeError, TorrentError
 
 
@@ -166,5 +166,24 @@ def test_mutated_valid_data_raises_only_bencode_error(value: object, data: st.Da
     cut = data.draw(st.integers(min_value=0, max_value=len(raw)))
     try:
         decode(bytes(raw[:cut]))
+    except BencodeError:
+        pass
+
+
+def test_decode_with_spans_matches_decode_and_dict_spans() -> None:
+    data = b"d8:announce3:url4:infod4:name1:x6:lengthi1ee7:commenti5ee"
+    value, spans = decode_with_spans(data)
+    assert value == decode(data)
+    assert spans == dict_spans(data)
+    with pytest.raises(BencodeError, match="trailing"):
+        decode_with_spans(data + b"x")
+    with pytest.raises(BencodeError, match="expected a dict"):
+        decode_with_spans(b"i1e")
+
+
+@given(st.binary(max_size=200))
+def test_decode_with_spans_raises_only_bencode_error(data: bytes) -> None:
+    try:
+        decode_with_spans(b"d" + data)
     except BencodeError:
         pass
