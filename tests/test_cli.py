@@ -163,3 +163,55 @@ def test_create_shows_progress_on_stderr(payload: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert b"hashing [" in proc.stderr and b"100.0%" in proc.stderr
     assert (tmp_path / "x.torrent").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("metainfo", "{junk}", "pprint"),
+        ("metainfo", "{junk}", "magnet"),
+        ("metainfo", "{junk}"),
+        ("bencode", "json", "{junk}"),
+        ("bencode", "spew", "{junk}"),
+        ("announce", "{junk}", "http://127.0.0.1:9/announce", "--timeout", "1"),
+    ],
+)
+def test_every_error_names_its_input(args: tuple[str, ...], tmp_path: Path) -> None:
+    junk = tmp_path / "junk.torrent"
+    junk.write_bytes(b"nonsense")
+    proc = _run(*(a.replace("{junk}", str(junk)) for a in args))
+    assert proc.returncode == 1
+    line = proc.stderr.decode().strip()
+    assert line.startswith(f"torrent: error: {junk}: not "), line
+    assert "valid" in line
+    assert "byte 0" in line and len(line.splitlines()) == 1
+
+
+def test_stdin_is_named_stdin() -> None:
+    proc = _run("metainfo", "-", stdin=b"d4:infodee")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(b"torrent: error: stdin: not a valid torrent:")
+
+
+@pytest.mark.parametrize("command", ["download", "cat", "metainfo-from-magnet"])
+def test_bad_magnet_is_named(command: str, tmp_path: Path) -> None:
+    bad = "magnet:?xt=urn:sha1:nothing"
+    extra = {"cat": ["x"], "metainfo-from-magnet": ["-o", str(tmp_path / "o")]}.get(command, [])
+    proc = _run(command, bad, *extra)
+    assert proc.returncode == 1
+    assert proc.stderr.decode().startswith(f"torrent: error: {bad}: not a valid magnet link:")
+    assert not (tmp_path / "o").exists()
+
+
+def test_metainfo_action_defaults_to_pprint(payload: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.torrent"
+    assert _create(payload, out) == 0
+    plain, pprint = _run("metainfo", str(out)), _run("metainfo", str(out), "pprint")
+    assert plain.returncode == 0 and plain.stdout == pprint.stdout
+    assert plain.stdout.startswith(b"Name:          data\n")
+
+
+def test_help_says_how_to_seed() -> None:
+    proc = _run("--help")
+    assert proc.returncode == 0
+    assert b"torrent download X.torrent -o DIR --seed" in proc.stdout

@@ -86,6 +86,9 @@ def test_paths_with_or_without_the_torrent_name(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         match_files(info, ["s01/e03.mkv"])
     assert "did you mean" in str(err.value) and "s01/e02.mkv" in str(err.value)
+    # Each file is suggested once, by its path inside the torrent.
+    assert "show/s01/e02.mkv" not in str(err.value)
+    assert str(err.value).count("s01/e02.mkv") == 1
     with pytest.raises(UsageError, match="no such file"):
         match_files(info, ["zzz"])
     assert select_files([mi], []) is None

@@ -7,8 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .. import bencoding
-from .inputs import read_input
+from .inputs import load_bencode
 
 
 def to_jsonable(value: Any) -> Any:
@@ -62,7 +61,7 @@ def spew(value: Any, indent: int = 0) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    value = bencoding.decode(read_input(args.file))
+    value = load_bencode(args.file)
     if args.action == "json":
         json.dump(to_jsonable(value), sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")

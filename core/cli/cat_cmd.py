@@ -28,14 +28,14 @@ from typing import BinaryIO
 from ..client import Client
 from ..config import ClientConfig
 from ..errors import TorrentError
-from ..magnet import parse_magnet
 from ..metainfo import Metainfo
 from ..reader import Reader
 from ..stats import TorrentState
 from ..torrent import Torrent
 from ..types import PiecePriority
-from .download_cmd import REDIAL_INTERVAL, STATE_DIR_ENV, is_magnet, load_torrent, parse_peer
+from .download_cmd import REDIAL_INTERVAL, STATE_DIR_ENV, is_magnet, parse_peer
 from .file_select import match_files
+from .inputs import load_magnet, load_torrent
 from .usage import UsageError
 
 #: Bytes handed to the output per write.
@@ -92,7 +92,7 @@ def _from_magnet(args: argparse.Namespace, peers: list[Address]) -> tuple[Metain
     """
     from .magnet_cmd import fetch_metainfo
 
-    magnet = parse_magnet(args.torrent)
+    magnet = load_magnet(args.torrent)
     if not (magnet.peers or magnet.trackers or peers):
         raise TorrentError(
             "no peers to read from: the magnet has no x.pe peers or trackers; "

@@ -37,16 +37,16 @@ from typing import TextIO
 from ..bus import Subscription
 from ..client import Client
 from ..config import ClientConfig, default_data_dir
-from ..errors import BencodeError, MetainfoError, TorrentError
+from ..errors import TorrentError
 from ..events import PeerConnected, PeerDisconnected
-from ..magnet import Magnet, parse_magnet
+from ..magnet import Magnet
 from ..metainfo import Metainfo
 from ..stats import TorrentState
 from ..torrent import Torrent
 from ..types import PiecePriority
 from . import fmt
 from .file_select import match_files
-from .inputs import read_input
+from .inputs import load_magnet, load_torrent
 from .usage import UsageError
 
 #: Overrides the default state directory (piece-completion database).
@@ -99,14 +99,6 @@ def is_magnet(text: str) -> bool:
     return text.strip().lower().startswith("magnet:")
 
 
-def load_torrent(path: str) -> Metainfo:
-    """Read and parse a .torrent, naming the file in any error."""
-    try:
-        return Metainfo.from_bytes(read_input(path))
-    except (MetainfoError, BencodeError) as exc:
-        raise TorrentError(f"{path}: not a valid torrent: {exc}") from None
-
-
 def build_config(args: argparse.Namespace, out: Path) -> ClientConfig:
     state = args.state_dir or os.environ.get(STATE_DIR_ENV) or default_data_dir()
     values: dict[str, object] = {
@@ -135,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     magnets: list[Magnet] = []
     for path in args.torrent:
         if is_magnet(path):
-            magnets.append(parse_magnet(path))  # --file applies to .torrent files only
+            magnets.append(load_magnet(path))  # --file applies to .torrent files only
             continue
         mi = load_torrent(path)
         metainfos.setdefault(mi.info_hash.wire, mi)

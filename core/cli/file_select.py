@@ -50,11 +50,18 @@ def match_files(info: Info, paths: Iterable[str], *, what: str = "--file") -> li
 
 
 def unknown_path_message(info: Info, path: str, what: str) -> str:
-    """``no file 'x' in torrent 'name'`` plus the closest real paths."""
-    full = sorted(info.display_path(e) for e in info.files if not e.is_padding)
-    inner = [p.split("/", 1)[1] if "/" in p else p for p in full]
-    close = difflib.get_close_matches(_normalise(path), inner + full, n=SUGGESTIONS, cutoff=0.4)
+    """``no file 'x' in torrent 'name'`` plus the closest real paths, each file once.
+
+    Both spellings of a file (with and without the torrent's name) are
+    matched, but each file is suggested once, by its path inside the torrent.
+    """
+    names = file_names(info)
+    shown = {i: "/".join(e.path) or info.name for i, e in enumerate(info.files)}
+    wanted = _normalise(path)
+    close = difflib.get_close_matches(wanted, list(names), n=SUGGESTIONS * 2, cutoff=0.4)
     if not close:
-        close = [p for p in inner if _normalise(path).split("/")[-1] in p][:SUGGESTIONS]
-    hint = f"; did you mean: {', '.join(dict.fromkeys(close))}" if close else ""
+        leaf = wanted.split("/")[-1]
+        close = sorted(name for name in names if leaf and leaf in name)
+    picks = list(dict.fromkeys(shown[names[name]] for name in close))[:SUGGESTIONS]
+    hint = f"; did you mean: {', '.join(picks)}" if picks else ""
     return f"{what} {path!r}: no such file in torrent {info.name!r}{hint}"

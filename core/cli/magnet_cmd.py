@@ -24,22 +24,18 @@ from pathlib import Path
 from ..client import Client
 from ..config import ClientConfig
 from ..errors import TorrentError
-from ..magnet import Magnet, parse_magnet
+from ..magnet import Magnet
 from ..metainfo import Metainfo
 from ..types import PiecePriority
 from . import fmt
 from .download_cmd import is_magnet, parse_peer
+from .inputs import load_magnet
 from .usage import UsageError
 
 Address = tuple[str, int]
 
 
-__all__ = ["fetch_metainfo", "is_magnet", "load_magnet", "run"]
-
-
-def load_magnet(text: str) -> Magnet:
-    """Parse a magnet argument, naming it in the error."""
-    return parse_magnet(text)
+__all__ = ["fetch_metainfo", "is_magnet", "run"]
 
 
 def run(args: argparse.Namespace) -> int:

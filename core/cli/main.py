@@ -17,18 +17,33 @@ from .usage import UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
+#: Shown under ``torrent --help``: the everyday tasks, seeding included (there
+#: is no separate ``seed`` command: seeding is downloading what you already have).
+EXAMPLES = """\
+examples:
+  torrent download debian.torrent -o ~/Downloads        download, then exit
+  torrent download 'magnet:?xt=urn:btih:...' -o DIR     a magnet link (quote the &s)
+  torrent download X.torrent -o DIR --seed              seed data you already have in DIR
+                                                        (checked, then uploaded until Ctrl-C)
+  torrent create ./photos -o photos.torrent -a URL      make a .torrent
+  torrent metainfo X.torrent                            what is inside a .torrent
+  torrent cat movie.torrent movie.mkv | mpv -           stream one file while it downloads
+
+'torrent COMMAND --help' lists a command's options.
+"""
+
 
 def _add_metainfo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "metainfo",
         help="inspect a .torrent file",
-        description="Inspect a .torrent file.",
+        description="Inspect a .torrent file (ACTION defaults to pprint).",
     )
     p.add_argument("file", help="path to a .torrent file ('-' for stdin)")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = p.add_subparsers(dest="action", required=False, metavar="ACTION")
     actions.add_parser("magnet", help="print the magnet link (info-hash, name, trackers)")
     actions.add_parser("pprint", help="print name, sizes, hashes, trackers and the file tree")
-    p.set_defaults(handler="core.cli.metainfo_cmd:run")
+    p.set_defaults(handler="core.cli.metainfo_cmd:run", action="pprint")
 
 
 def _add_create(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -295,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torrent",
         description="A BitTorrent client and toolbox.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_metainfo(sub)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from ..metainfo import FileEntry, Metainfo
 from . import fmt
-from .inputs import read_input
+from .inputs import load_torrent
 
 
 def _tree_lines(files: Iterable[FileEntry], name: str, single: bool) -> list[str]:
@@ -77,7 +77,7 @@ def pprint_lines(mi: Metainfo) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    mi = Metainfo.from_bytes(read_input(args.file))
+    mi = load_torrent(args.file)
     if args.action == "magnet":
         sys.stdout.write(mi.magnet() + "\n")
     else:

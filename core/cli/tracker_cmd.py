@@ -26,11 +26,10 @@ import sys
 from typing import TextIO
 
 from ..config import generate_peer_id
-from ..errors import BencodeError, MetainfoError, TorrentError
-from ..metainfo import Metainfo
+from ..errors import TorrentError
 from ..tracker import TrackerTransports, tracker_scheme
 from ..tracker.types import AnnounceEvent, AnnounceRequest, AnnounceResponse, ScrapeResult
-from .inputs import read_input
+from .inputs import load_torrent
 from .usage import UsageError
 
 EVENTS = {e.value or "none": e for e in AnnounceEvent}
@@ -54,10 +53,7 @@ def _torrent_target(text: str) -> tuple[bytes, int, str]:
     t = text.strip()
     if len(t) in (32, 40) and not _exists(t):
         return parse_info_hash(t), 0, t.lower()
-    try:
-        mi = Metainfo.from_bytes(read_input(text))
-    except (MetainfoError, BencodeError) as exc:
-        raise TorrentError(f"{text}: not a valid torrent: {exc}") from None
+    mi = load_torrent(text)
     return mi.info_hash.wire, mi.info.total_size, mi.info.name
 
 
