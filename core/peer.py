@@ -185,10 +185,20 @@ class Peer:
     # Before a magnet's info dict is known, the connection keeps the have-set
     # (it cannot be checked yet) and core.magnet_phase replays it.
 
+    # A have-set message may come again later (aria2 sends a bitfield after
+    # have none): the connection then reports the new whole set, and the
+    # availability the old one added is taken back first.
+
+    def _forget_have_set(self) -> None:
+        if self.has is not None:
+            self.torrent.picker.peer_lost(self.has)
+            self.has = None
+
     def _on_bitfield(self, ev: Bitfield) -> None:
         t = self.torrent
         if not t.has_info:
             return
+        self._forget_have_set()
         self.has = ev.bits
         t.picker.peer_bitfield(ev.bits)
         self.is_seed = ev.bits.all()
@@ -198,6 +208,7 @@ class Peer:
         t = self.torrent
         if not t.has_info:
             return
+        self._forget_have_set()
         self.has = bitarray(t.num_pieces, endian="big")
         self.has.setall(1)
         self.is_seed = True
@@ -208,8 +219,11 @@ class Peer:
         t = self.torrent
         if not t.has_info:
             return
+        self._forget_have_set()
         self.has = bitarray(t.num_pieces, endian="big")
         self.has.setall(0)
+        self.is_seed = False
+        t._swarm.update_interest(self)
 
     def _on_have(self, ev: Have) -> None:
         t = self.torrent

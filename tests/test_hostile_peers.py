@@ -45,6 +45,7 @@ from core.stats import TorrentState
 from core.storage import Layout, MemoryStorage, Storage
 from core.storage.base import BlockData
 from core.torrent import Torrent
+from core.wire.connection import FLOOD_FACTOR
 from core.wire.messages import (
     MAX_EXTENDED_PAYLOAD,
     AllowedFast,
@@ -372,13 +373,38 @@ async def test_bitfield_with_spare_bits_drops_peer(tmp_path: Path) -> None:
         await sw.complete()
 
 
-async def test_second_bitfield_drops_peer(tmp_path: Path) -> None:
-    bits = bitarray(NUM_PIECES, endian="big")
-    bits.setall(0)
+async def test_second_have_set_replaces_the_first(tmp_path: Path) -> None:
+    """A later bitfield (aria2 sends one mid-connection) replaces the have-set: no drop.
+
+    The availability the first set added is taken back, so piece counts stay right.
+    """
+    first = bitarray(NUM_PIECES, endian="big")
+    first.setall(0)
+    first[0] = first[5] = 1
+    second = bitarray((NUM_PIECES + 7) // 8 * 8, endian="big")
+    second.setall(0)
+    second[7] = 1
     async with swarm(tmp_path) as sw:
-        sw.add_honest()
-        reason = await incoming_attack(sw, frames(Bitfield(bits), Have(3), Bitfield(bits)))
-        assert reason == "bitfield after the peer's have-set was already sent"
+        raw = await RawPeer.connect(sw.leecher.listen_port)
+        try:
+            await raw.send_handshake(sw.info_hash, make_peer_id(b"again"))
+            await raw.read_handshake()
+            padded = first.copy()
+            padded.extend([0] * (-len(padded) % 8))
+            await raw.send(Bitfield(padded), Have(3), Bitfield(second))
+            picker = sw.torrent.picker
+            async with asyncio.timeout(5):
+                while picker.availability(7) != 1:
+                    await asyncio.sleep(0.02)
+            assert [picker.availability(p) for p in (0, 3, 5, 7)] == [0, 0, 0, 1]
+            await raw.send(HaveAll())
+            async with asyncio.timeout(5):
+                while picker.availability(0) != 1:
+                    await asyncio.sleep(0.02)
+            assert all(picker.availability(p) == 1 for p in range(NUM_PIECES))
+            assert not await raw.wait_dropped(0.3)
+        finally:
+            await raw.close()
         await sw.complete()
 
 
@@ -399,7 +425,7 @@ async def test_request_flood_while_choked_drops_peer(tmp_path: Path) -> None:
     async with swarm(tmp_path, request_queue_len=REQQ) as sw:
         await sw.complete()
         # Never interested, so never unchoked: each request is rejected, then enough is enough.
-        flood = frames(*_all_blocks()[: REQQ + 1])
+        flood = frames(*(_all_blocks() * FLOOD_FACTOR)[: FLOOD_FACTOR * REQQ + 1])
         reason = await incoming_attack(sw, flood)
         assert reason == "request flood while choked"
 
@@ -413,7 +439,9 @@ async def test_request_flood_for_missing_pieces_drops_peer(tmp_path: Path) -> No
 
 
 async def test_request_flood_unchoked_bounded_memory(tmp_path: Path) -> None:
-    """100k requests to a seeding client: dropped past our reqq, memory never follows."""
+    """100k requests to a seeding client that reads nothing: refused past our reqq, then dropped.
+
+    Memory never follows the flood."""
     blocks = _all_blocks()
     assert len(blocks) > REQQ
     chunk = frames(*(blocks * 100)[:10_000])
@@ -437,7 +465,7 @@ async def test_request_flood_unchoked_bounded_memory(tmp_path: Path) -> None:
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert reason == f"more than {REQQ} queued requests"
+        assert reason == f"request flood: more than {REQQ} queued requests"
         # Unbounded, 100k queued requests would cost well over 10 MiB of objects.
         assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB"
         await asyncio.sleep(0.2)  # pending disk reads for the dropped peer finish

@@ -40,6 +40,7 @@ from core.wire import (
     Suggest,
     Unchoke,
 )
+from core.wire.connection import FLOOD_FACTOR
 from core.wire.messages import Extended, encode
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "5000"))
@@ -347,8 +348,6 @@ def test_magnet_have_all_applied_when_lengths_arrive() -> None:
         (encode(Bitfield(bitarray("100010001", endian="big"))), "BITFIELD of length"),
         (encode(Bitfield(bitarray("10001000", endian="big"))), "spare bits"),
         (encode(Have(4)), "have for piece 4"),
-        (encode(HaveAll()) + encode(Bitfield(bitarray(4))), "already sent"),
-        (encode(Have(1)) + encode(HaveNone()), "already sent"),
         (encode(Suggest(9)), "suggest for piece 9"),
         (encode(AllowedFast(4)), "allowed fast for piece 4"),
     ],
@@ -357,6 +356,33 @@ def test_have_set_violations(wire: bytes, reason: str) -> None:
     a, _ = pair()
     with pytest.raises(RemoteProtocolError, match=reason):
         feed(a, wire)
+
+
+def test_a_later_have_set_replaces_the_earlier_one() -> None:
+    """aria2 sends have none, haves, then a bitfield mid-connection: each replaces the set."""
+    a, _ = pair()
+    evs = feed(a, encode(HaveNone()) + encode(Have(1)) + encode(Bitfield(bitarray("1010"))))
+    assert [type(e) for e in evs] == [HaveNone, Have, Bitfield]
+    assert a.remote_have == bitarray("1010")
+    assert isinstance(evs[-1], Bitfield) and evs[-1].bits == bitarray("1010")
+    feed(a, encode(HaveAll()))
+    assert a.remote_have == bitarray("1111")
+    assert feed(a, encode(HaveNone())) == [HaveNone()]
+    assert a.remote_have == bitarray("0000")
+    # A replacing bitfield is checked like the first one.
+    with pytest.raises(RemoteProtocolError, match="spare bits"):
+        feed(a, encode(Bitfield(bitarray("10001000", endian="big"))))
+
+
+def test_a_later_have_set_before_metadata_replaces_what_was_kept() -> None:
+    a, _ = pair(lengths=None)
+    feed(a, encode(HaveAll()) + encode(Have(3)) + encode(Bitfield(bitarray("01000000"))))
+    a.set_lengths(LENGTHS)
+    assert a.remote_have == bitarray("0100")
+    a, _ = pair(lengths=None)
+    feed(a, encode(Bitfield(bitarray("11110000"))) + encode(HaveNone()) + encode(Have(2)))
+    a.set_lengths(LENGTHS)
+    assert a.remote_have == bitarray("0010")
 
 
 # --- our requests, their pieces ------------------------------------------------------
@@ -509,18 +535,53 @@ def test_request_for_piece_we_lack() -> None:
         feed(b, encode(Request(0, 0, B)))
 
 
-def test_request_flood_limits() -> None:
+def test_requests_beyond_our_queue_are_rejected_not_fatal() -> None:
+    """Past the reqq we advertise, a request is refused and the connection goes on.
+
+    aria2 keeps hundreds of requests in flight whatever ``reqq`` says; failing
+    the connection there (as this code once did with its late bitfield) cut
+    it off from our seeds.
+    """
     _, b = serving_pair(b_kw={"max_queue": 5})
     b.send(Unchoke())
-    reqs = [encode(Request(i // 2, (i % 2) * B, B)) for i in range(6)]
-    assert len(feed(b, b"".join(reqs[:5]))) == 5
-    assert feed(b, reqs[0]) == []  # a duplicate is ignored
+    reqs = [Request(i // 2, (i % 2) * B, len(block(i // 2, (i % 2) * B, B))) for i in range(8)]
+    assert len(feed(b, b"".join(encode(r) for r in reqs[:5]))) == 5
+    assert feed(b, encode(reqs[0])) == []  # a duplicate is ignored
+    b.data_to_send()
+    assert feed(b, encode(reqs[5]) + encode(reqs[6])) == []
+    assert b.data_to_send() == encode(Reject(*vars_of(reqs[5]))) + encode(Reject(*vars_of(reqs[6])))
     assert len(b.their_requests) == 5
+    # Once a block goes out there is room again.
+    b.send_piece(0, 0, block(0, 0, B))
+    assert feed(b, encode(reqs[7])) == [reqs[7]]
+    # Without the fast extension there is no reject: the request is dropped.
+    _, b = serving_pair(a_kw={"fast": False}, b_kw={"max_queue": 2})
+    b.send(Unchoke())
+    assert len(feed(b, encode(reqs[0]) + encode(reqs[1]) + encode(reqs[2]))) == 2
+    assert b.data_to_send() == b""
+
+
+def test_request_flood_limits() -> None:
+    """Refused requests with nothing sent in between: 8 x max_queue is a flood."""
+    _, b = serving_pair(b_kw={"max_queue": 5})
+    b.send(Unchoke())
+    reqs = [
+        encode(Request(i // 2, (i % 2) * B, len(block(i // 2, (i % 2) * B, B)))) for i in range(8)
+    ]
+    feed(b, b"".join(reqs[:5]))
+    for _ in range(FLOOD_FACTOR * 5 // 3):
+        feed(b, reqs[5] + reqs[6] + reqs[7])  # each refused again
+    b.send_piece(0, 0, block(0, 0, B))  # progress: the count starts again
+    feed(b, reqs[0])
+    for _ in range(FLOOD_FACTOR * 5 // 3):
+        feed(b, reqs[5] + reqs[6] + reqs[7])
     with pytest.raises(RemoteProtocolError, match="more than 5 queued"):
-        feed(b, reqs[5])
+        feed(b, (reqs[5] + reqs[6] + reqs[7]) * 2)
     _, b = serving_pair(b_kw={"max_queue": 3})  # choked flood
-    with pytest.raises(RemoteProtocolError, match="flood"):
-        feed(b, encode(Request(0, 0, B)) * 4)
+    feed(b, encode(Request(0, 0, B)) * FLOOD_FACTOR * 3)
+    assert b.data_to_send() == encode(Reject(0, 0, B)) * FLOOD_FACTOR * 3
+    with pytest.raises(RemoteProtocolError, match="flood while choked"):
+        feed(b, encode(Request(0, 0, B)))
 
 
 def test_cancel_with_fast_gets_a_reject_and_the_piece_is_dropped() -> None:

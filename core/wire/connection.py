@@ -93,6 +93,13 @@ DEFAULT_IDLE_TIMEOUT = 240.0
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: Requests we queue from one peer (advertise it as ``reqq``).  libtorrent's default.
 DEFAULT_MAX_QUEUE = 250
+#: Requests we refuse without sending anything in between (beyond our queue,
+#: or racing our choke), as a multiple of ``max_queue``, before a peer counts
+#: as flooding.  Real clients overshoot ``reqq``: aria2 keeps ~500 requests in
+#: flight whatever we advertise, and every request in flight when we choke
+#: still arrives.  Those are refused (BEP 6 reject) or dropped, never fatal; a
+#: peer that keeps asking while we send it nothing is only wasting our time.
+FLOOD_FACTOR = 8
 #: Have/AllowedFast indices remembered before the piece count is known.
 MAX_PENDING_INDICES = 1 << 16
 
@@ -183,7 +190,7 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
         self._our_requests: dict[Block, None] = {}
         self._cancelled: OrderedDict[Block, None] = OrderedDict()
         self._their_requests: dict[Block, None] = {}
-        self._choked_requests = 0
+        self._refused_requests = 0
 
         self.allowed_fast_in: set[int] = set()  # the peer lets us request these while choked
         self.allowed_fast_out: set[int] = set()  # we let the peer request these while choked
@@ -431,26 +438,40 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
             self._set_remote_have(index)
         return Have(index)
 
+    # A bitfield, have all or have none normally comes once, first.  A later
+    # one *replaces* the peer's have-set rather than failing the connection:
+    # aria2 sends a bitfield mid-connection (after have none and haves), and
+    # libtorrent accepts it the same way.  The event carries the new set.
+
     def _on_bitfield(self, pos: int, n: int) -> Event | None:
-        self._claim_have_message("bitfield")
+        replacing = self._claim_have_message()
         bits = bitarray(endian="big")
         bits.frombytes(bytes(self._mv[pos : pos + n]))
         if self._remote_have is None:
+            self._forget_pending_haves()
             self._pending_bitfield = bits
             return Bitfield(bits.copy())
+        if replacing:
+            self._check_bitfield(bits)
+            self._mark_all(False)
         self._apply_bitfield(bits)
         return Bitfield(self._remote_have.copy())
 
     def _on_have_all(self, pos: int, n: int) -> Event | None:
-        self._claim_have_message("have all")
+        self._claim_have_message()
         if self._remote_have is None:
+            self._forget_pending_haves()
             self._pending_have_all = True
         else:
             self._mark_all(True)
         return HaveAll()
 
     def _on_have_none(self, pos: int, n: int) -> Event | None:
-        self._claim_have_message("have none")
+        if self._claim_have_message():
+            if self._remote_have is None:
+                self._forget_pending_haves()
+            else:
+                self._mark_all(False)
         return HaveNone()
 
     def _on_request(self, pos: int, n: int) -> Event | None:
@@ -467,22 +488,30 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
             self._refuse(key, "request for a piece we do not have")
             return None
         if self.am_choking and index not in self.allowed_fast_out:
-            self._choked_requests += 1
-            if self._choked_requests > self.max_queue:
-                raise RemoteProtocolError("request flood while choked")
-            if self.fast_enabled:
-                self._outbox += encode(Reject(*key))
-            return None  # BEP 3: requests that race our choke are discarded
+            # BEP 3: requests that race our choke are discarded (BEP 6: rejected).
+            self._overflow(key, "request flood while choked")
+            return None
         if len(self._their_requests) >= self.max_queue:
-            raise RemoteProtocolError(f"more than {self.max_queue} queued requests")
+            # More than the reqq we advertised: refuse this one, keep the rest
+            # (as libtorrent does); the peer asks again once its queue drains.
+            self._overflow(key, f"request flood: more than {self.max_queue} queued requests")
+            return None
         self._their_requests[key] = None
         return Request(*key)
+
+    def _overflow(self, key: Block, flood: str) -> None:
+        """Refuse a request we will not queue; a peer that never stops is flooding."""
+        self._refused_requests += 1
+        if self._refused_requests > FLOOD_FACTOR * self.max_queue:
+            raise RemoteProtocolError(flood)
+        if self.fast_enabled:
+            self._outbox += encode(Reject(*key))
 
     def _refuse(self, key: Block, reason: str) -> None:
         if not self.fast_enabled:
             raise RemoteProtocolError(reason)
-        self._choked_requests += 1
-        if self._choked_requests > self.max_queue:
+        self._refused_requests += 1
+        if self._refused_requests > self.max_queue:
             raise RemoteProtocolError(f"too many refused requests ({reason})")
         self._outbox += encode(Reject(*key))
 
@@ -556,10 +585,17 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
 
     # --- have-set helpers ---------------------------------------------------
 
-    def _claim_have_message(self, what: str) -> None:
-        if self._remote_have_seen:
-            raise RemoteProtocolError(f"{what} after the peer's have-set was already sent")
+    def _claim_have_message(self) -> bool:
+        """Note a whole-have-set message; True when it replaces an earlier have-set."""
+        replacing = self._remote_have_seen
         self._remote_have_seen = True
+        return replacing
+
+    def _forget_pending_haves(self) -> None:
+        """Before the metadata: a new whole have-set supersedes what was kept so far."""
+        self._pending_bitfield = None
+        self._pending_have_all = False
+        self._pending_haves.clear()
 
     def _check_remote_index(self, index: int, what: str) -> None:
         assert self._lengths is not None
@@ -576,14 +612,18 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
         assert self._remote_have is not None
         self._remote_have.setall(value)
 
-    def _apply_bitfield(self, bits: bitarray) -> None:
-        assert self._lengths is not None and self._remote_have is not None
+    def _check_bitfield(self, bits: bitarray) -> None:
+        assert self._lengths is not None
         n = self._lengths.num_pieces
         if len(bits) != (n + 7) // 8 * 8:
             raise RemoteProtocolError(f"bitfield of {len(bits) // 8} bytes for {n} pieces")
         if bits[n:].any():
             raise RemoteProtocolError("bitfield has spare bits set")
-        del bits[n:]
+
+    def _apply_bitfield(self, bits: bitarray) -> None:
+        assert self._lengths is not None and self._remote_have is not None
+        self._check_bitfield(bits)
+        del bits[self._lengths.num_pieces :]
         self._remote_have |= bits
 
     def _require_open(self, what: str) -> None:

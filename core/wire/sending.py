@@ -62,7 +62,7 @@ class OutgoingMixin:
     am_choking: bool
     am_interested: bool
     peer_choking: bool
-    _choked_requests: int
+    _refused_requests: int
     _our_have: bitarray | None
     _our_have_sent: bool
     _remote_have: bitarray | None
@@ -133,6 +133,7 @@ class OutgoingMixin:
         if key not in self._their_requests:
             return ()
         del self._their_requests[key]
+        self._refused_requests = 0  # we are serving it: what we refused was no flood
         self._last_sent = self._now if now is None else now
         return encode_piece_header(index, begin, len(data)), data
 
@@ -152,7 +153,7 @@ class OutgoingMixin:
 
     def _send_choke(self, msg: Outgoing) -> bytes:
         self.am_choking = True
-        self._choked_requests = 0
+        self._refused_requests = 0
         out = _CHOKE_BYTES
         if not self.fast_enabled:
             self._their_requests.clear()  # BEP 3: a choke discards their queue
@@ -165,7 +166,7 @@ class OutgoingMixin:
 
     def _send_unchoke(self, msg: Outgoing) -> bytes:
         self.am_choking = False
-        self._choked_requests = 0
+        self._refused_requests = 0
         return encode(Unchoke())
 
     def _send_interest(self, msg: Outgoing) -> bytes:
