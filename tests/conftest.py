@@ -7,6 +7,7 @@ property tests run the same code locally with fewer examples when wanted.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 
@@ -17,3 +18,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("default")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The interop cases' transfer rates, one line each (see tests/support/interop_report)."""
+    from tests.support.interop_report import LINES
+
+    if LINES:
+        terminalreporter.section("interop transfer rates")
+        for line in LINES:
+            terminalreporter.write_line(line)
