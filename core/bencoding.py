@@ -32,6 +32,7 @@ __all__ = [
     "decode_with_spans",
     "dict_spans",
     "encode",
+    "first_unsorted_key",
     "scan",
 ]
 
@@ -243,6 +244,60 @@ def decode_with_spans(
     except Exception as exc:  # pragma: no cover - dict_spans already validated
         raise BencodeError(f"undecodable value ({exc})", 0) from None
     return value, spans
+
+
+def first_unsorted_key(data: bytes, pos: int = 0) -> tuple[int, bytes] | None:
+    """``(offset, key)`` of the first dict key not in strictly ascending raw-byte
+    order anywhere in the (already validated) value at ``pos``, else ``None``.
+
+    BEP 3 requires sorted keys, but v1 torrents in the wild break the rule
+    and still work because their hash covers the raw bytes, so the decoders
+    here accept them; this is the separate, explicit check for the places
+    that must refuse them (BEP 52 info dicts, as libtorrent does).
+    Iterative, like :func:`scan`.
+    """
+    data = bytes(data)
+    limit = len(data)
+    # per open container: the previous key of a dict (b"" before the first
+    # key, which every key sorts after or equals only if empty), None for a list
+    stack: list[bytes | None] = []
+    first: list[bool] = []
+    expect_key = False
+    while True:
+        c = data[pos]
+        if stack and c == 0x65:
+            stack.pop()
+            first.pop()
+            pos += 1
+            if not stack:
+                return None
+            expect_key = stack[-1] is not None
+            continue
+        if expect_key:
+            start, end = _scan_string(data, pos, limit)
+            key = data[start:end]
+            prev = stack[-1]
+            assert prev is not None
+            if not first[-1] and key <= prev:
+                return pos, key
+            stack[-1] = key
+            first[-1] = False
+            pos = end
+            expect_key = False
+            continue
+        if c == 0x69:
+            pos = _scan_int(data, pos, limit)
+        elif c in _DIGITS:
+            pos = _scan_string(data, pos, limit)[1]
+        else:  # 'l' or 'd' (the data was validated)
+            stack.append(b"" if c == 0x64 else None)
+            first.append(True)
+            pos += 1
+            expect_key = c == 0x64
+            continue
+        if not stack:
+            return None
+        expect_key = stack[-1] is not None
 
 
 def _check_encodable(value: object, depth: int) -> None:

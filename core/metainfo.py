@@ -9,6 +9,14 @@ Error policy: malformed bencode raises :class:`~core.errors.BencodeError`
 bencode but not a valid torrent raises :class:`~core.errors.MetainfoError`.
 Both derive from ``TorrentError`` and ``ValueError``; nothing else escapes.
 See :mod:`core.info` for the file-path and offset conventions.
+
+Leniency, following libtorrent so that every torrent it opens opens here:
+unsafe names are sanitized (``Metainfo.renamed_paths``), bytes after the
+top-level dict are ignored, and v2 ``piece layers`` may be missing for some
+or all files (``Metainfo.missing_piece_layers``; a hybrid torrent downloads
+with its v1 hashes, a pure v2 one needs BEP 52 hash requests, which the
+engine does not send yet).  Each leniency leaves a line in
+``Metainfo.warnings``.  Piece layers that are present must be right.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from .info import (
     MIN_PIECE_LENGTH,
     FileEntry,
     Info,
+    RenamedPath,
+    check_sorted_info,
     info_hash_of,
     parse_info,
     parse_info_dict,
@@ -45,10 +55,14 @@ __all__ = [
     "Info",
     "Metainfo",
     "MetainfoError",
+    "RenamedPath",
     "info_hash_of",
     "parse_info",
     "parse_info_dict",
 ]
+
+
+_TRAILING = "trailing data after the value"
 
 
 def _text(raw: bytes, utf8: object = None) -> str:
@@ -104,29 +118,42 @@ def _nodes(top: Mapping[bytes, Any]) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def _piece_layers(top: Mapping[bytes, Any], info: Info) -> dict[bytes, bytes]:
-    """Check BEP 52 piece layers against the pieces roots of a v2 torrent."""
+def _piece_layers(top: Mapping[bytes, Any], info: Info) -> tuple[dict[bytes, bytes], list[str]]:
+    """BEP 52 piece layers, checked against the pieces roots of a v2 torrent.
+
+    Returns the layers and the display paths of the files that have none.
+    As in libtorrent, missing layers are allowed (a magnet link has none
+    either) but every layer present must belong to a file of more than one
+    piece, have one hash per piece and hash up to the file's pieces root.
+    """
     if not info.is_v2:
-        return {}
+        return {}, []
     raw = top.get(b"piece layers", {})
     if not isinstance(raw, dict):
-        raise MetainfoError("'piece layers' is not a dict")
-    layers: dict[bytes, bytes] = {}
+        raw = {}  # libtorrent ignores a 'piece layers' that is not a dict
+    wanted: dict[bytes, FileEntry] = {}
     for entry in info.files:
-        root = entry.pieces_root
-        if root is None or entry.length <= info.piece_length or root in layers:
-            continue
-        layer = raw.get(root)
+        if entry.pieces_root is not None and entry.length > info.piece_length:
+            wanted.setdefault(entry.pieces_root, entry)
+    layers: dict[bytes, bytes] = {}
+    for root, layer in raw.items():
+        owner = wanted.get(root)
+        if owner is None:
+            raise MetainfoError(
+                f"piece layer for root {root.hex()[:16]}... is for no file of more than one piece"
+            )
+        entry = owner
         shown = info.display_path(entry)
         if not isinstance(layer, bytes):
-            raise MetainfoError(f"piece layer for {shown!r} is missing")
+            raise MetainfoError(f"piece layer for {shown!r} is not a string")
         want = -(-entry.length // info.piece_length) * merkle.HASH_SIZE
         if len(layer) != want:
             raise MetainfoError(f"piece layer for {shown!r} is {len(layer)} bytes, expected {want}")
         if merkle.root_from_piece_layer(layer, info.piece_length) != root:
             raise MetainfoError(f"piece layer for {shown!r} does not match its pieces root")
         layers[root] = layer
-    return layers
+    missing = [info.display_path(e) for r, e in wanted.items() if r not in layers]
+    return layers, missing
 
 
 @dataclass(frozen=True)
@@ -148,6 +175,16 @@ class Metainfo:
     created_by: str | None = None
     creation_date: int | None = None
     piece_layers: Mapping[bytes, bytes] = field(default_factory=lambda: MappingProxyType({}))
+    #: Display paths of v2 files (more than one piece) whose piece layer is missing.
+    missing_piece_layers: tuple[str, ...] = ()
+    #: What was tolerated while loading, one line each (see the module docstring);
+    #: ``info.warnings`` included, renamed paths not (see :attr:`renamed_paths`).
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def renamed_paths(self) -> tuple[RenamedPath, ...]:
+        """Every path changed to make it safe (original -> safe), in file order."""
+        return self.info.renamed
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Metainfo:
@@ -158,13 +195,32 @@ class Metainfo:
         if data[:1] != b"d":
             decode(data)  # malformed bencode raises BencodeError with its offset
             raise MetainfoError("a .torrent must be a bencoded dict")
+        warnings: list[str] = []
+        # Bytes after the top-level dict are ignored, as libtorrent does
+        # (some sites append junk); the dict itself must still be valid.
         # One validating scan gives both the values and the raw info span.
-        top, spans = decode_with_spans(data)
+        try:
+            top, spans = decode_with_spans(data)
+        except BencodeError as e:
+            if e.reason != _TRAILING:
+                raise
+            warnings.append(f"{len(data) - e.offset} bytes after the top-level dictionary ignored")
+            data = data[: e.offset]
+            top, spans = decode_with_spans(data)
         if b"info" not in top:
             raise MetainfoError("no 'info' dict")
         start, end = spans[b"info"]
         raw_info = data[start:end]
-        info = parse_info_dict(top[b"info"])
+        if isinstance(top[b"info"], dict) and b"meta version" in top[b"info"]:
+            check_sorted_info(raw_info, base=start)
+        info = parse_info_dict(top[b"info"], raw_info=raw_info)
+        warnings.extend(info.warnings)
+        layers, missing = _piece_layers(top, info)
+        if b"piece layers" in top and not isinstance(top[b"piece layers"], dict):
+            warnings.append("'piece layers' is not a dict: ignored")
+        if missing:
+            how = "its v1 hashes are used" if info.is_v1 else "they must come from peers"
+            warnings.append(f"piece layers missing for {len(missing)} file(s): {how}")
         date = top.get(b"creation date")
         return cls(
             info=info,
@@ -176,7 +232,9 @@ class Metainfo:
             comment=_opt_text(top, b"comment"),
             created_by=_opt_text(top, b"created by"),
             creation_date=date if isinstance(date, int) and not isinstance(date, bool) else None,
-            piece_layers=MappingProxyType(_piece_layers(top, info)),
+            piece_layers=MappingProxyType(layers),
+            missing_piece_layers=tuple(missing),
+            warnings=tuple(warnings),
         )
 
     @classmethod

@@ -400,6 +400,17 @@ class Torrent:
 
     async def start(self, *, verify: bool = False) -> None:
         """Find out what is on disk, then start downloading or seeding."""
+        if self.has_info and self.metainfo.missing_piece_layers and not self.info.pieces:
+            # Pure v2 without piece layers: no piece can be verified until
+            # the layers are fetched with BEP 52 hash requests (not yet).
+            n = len(self.metainfo.missing_piece_layers)
+            self.error = (
+                f"the .torrent lacks the piece layers of {n} file(s) "
+                f"(e.g. {self.metainfo.missing_piece_layers[0]!r}); fetching them from "
+                "peers (BEP 52 hash requests) is not supported yet"
+            )
+            self._set_state(TorrentState.ERROR, self.error)
+            return
         self._set_state(TorrentState.CHECKING)
         await checking.check_on_start(self, verify=verify)
         self._started = True

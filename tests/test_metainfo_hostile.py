@@ -1,4 +1,9 @@
-"""Hostile .torrent files: every one gives a typed error and nothing is written.
+"""Hostile .torrent files: a typed error, or names made safe; never a write outside.
+
+Malformed or inconsistent torrents are refused with a typed error.  Hostile
+*names* are sanitized instead (as libtorrent does): those torrents load, and
+the guarantee is asserted on the file system: every file they name is
+created, and nothing appears outside the torrent's directory.
 
 The property tests run ``HYPOTHESIS_EXAMPLES`` examples each (default
 5,000) so CI can raise the count without touching the code.
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,9 @@ from hypothesis import strategies as st
 from core.bencoding import encode
 from core.errors import BencodeError, MetainfoError
 from core.metainfo import Metainfo
+from core.safepath import sanitize_component
+from core.storage.file import FileStorage
+from core.storage.layout import Layout
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "5000"))
 PROPERTY = settings(
@@ -61,8 +70,8 @@ def _v2_tree(tree: Any) -> dict[bytes, Any]:
     return {b"name": b"t", b"piece length": PL, b"meta version": 2, b"file tree": tree}
 
 
-def _leaf(length: int = 100) -> dict[bytes, Any]:
-    return {b"": {b"length": length, b"pieces root": bytes(range(32))}}
+def _leaf(length: int = 100, root: bytes = bytes(range(32))) -> dict[bytes, Any]:
+    return {b"": {b"length": length, b"pieces root": root}}
 
 
 VALID = encode(
@@ -116,7 +125,6 @@ def test_every_truncation_fails(tmp_path: Path) -> None:
         b"l" * 100_000,
         b"d1:a" * 5000,
         b"",
-        b"d4:infodee trailing",
         b"i-0e",
         b"d4:info i1ee",
     ],
@@ -168,8 +176,9 @@ def test_deep_but_allowed_file_tree_parses() -> None:
         ({b"info": _v2_tree({b"a": {b"": 5}})}, "not a dict"),
         ({b"info": _v2_tree({b"a": 5})}, "dict"),
         ({b"info": _v2_tree({b"": _leaf()})}, "empty name"),
-        ({b"info": _v2_tree({b"a": _leaf(2 * PL)})}, "piece layer"),
-        ({b"info": _v2_tree({b"a": _leaf(2 * PL)}), b"piece layers": b"x"}, "piece layers"),
+        ({b"info": _v2_tree({b"a": _leaf(2 * PL)}), b"piece layers": {b"x": b""}}, "piece layer"),
+        ({b"info": _v2_tree({b"a": _leaf(100, bytes(32))})}, "all zeros"),
+        ({b"info": _v2_tree({b"a": {b"": {b"length": 5, b"attr": b"p"}}})}, "padding"),
         ({b"info": _v2_tree({b"a": _leaf(1 << 60)})}, "above"),
         ({b"info": {**_v1_single(), b"piece length": PL * (1 << 40)}}, "piece length"),
     ],
@@ -227,59 +236,117 @@ UNSAFE_COMPONENTS = [
 ]
 
 
-@pytest.mark.parametrize("bad", UNSAFE_COMPONENTS)
-def test_unsafe_v1_path(tmp_path: Path, bad: bytes) -> None:
-    raw = encode({b"info": _v1_multi([[b"ok"], [b"dir", bad, b"f"]])})
-    _reject(tmp_path, raw, MetainfoError, "unsafe path")
+def _land(tmp_path: Path, raw: bytes) -> Metainfo:
+    """Load ``raw`` and create every file it names under ``tmp_path/jail/dl``.
+
+    The assertions are on the file system: nothing may appear anywhere
+    under ``tmp_path`` except inside the torrent's own directory (or its
+    single file), whatever the torrent says.
+    """
+    m = Metainfo.from_bytes(raw)
+    jail = tmp_path / "jail"
+    dl = jail / "dl"
+    dl.mkdir(parents=True)
+    storage = FileStorage(Layout.from_info(m.info, dl))
+    try:
+        storage.ensure_files()
+        for p in range(m.info.num_pieces):
+            storage.write_block(p, 0, b"\x01" * m.info.piece_size(p))
+    finally:
+        storage.close()
+    top = dl / m.info.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jail"]
+    assert list(jail.iterdir()) == [dl]
+    assert list(dl.iterdir()) == [top]
+    for path in top.rglob("*") if top.is_dir() else [top]:
+        real = Path(os.path.realpath(path))
+        assert real.is_relative_to(top.resolve()) or real == top.resolve()
+        assert len(path.name.encode()) <= 255
+    for f in m.info.payload_files():
+        assert os.path.lexists(m.info.file_path(f, dl))
+    return m
 
 
 @pytest.mark.parametrize("bad", UNSAFE_COMPONENTS)
-def test_unsafe_name(tmp_path: Path, bad: bytes) -> None:
-    _reject(tmp_path, encode({b"info": _v1_single(name=bad)}), MetainfoError, "unsafe path")
+def test_unsafe_v1_path_is_sanitized(tmp_path: Path, bad: bytes) -> None:
+    m = _land(tmp_path, encode({b"info": _v1_multi([[b"ok"], [b"dir", bad, b"f"]])}))
+    path = m.info.files[1].path
+    assert path[0] == "dir" and path[-1] == "f"
+    if bad in (b"C:", b"z:file"):
+        assert m.renamed_paths == ()  # a legitimate name on Linux (as in libtorrent)
+    else:
+        assert [r.safe for r in m.renamed_paths] == ["t/" + "/".join(path)]
+
+
+@pytest.mark.parametrize("bad", UNSAFE_COMPONENTS)
+def test_unsafe_name_is_sanitized(tmp_path: Path, bad: bytes) -> None:
+    raw = encode({b"info": _v1_single(name=bad)})
+    if sanitize_component(bad, force=False) == "" or bad == b"":
+        # a single file needs a name; libtorrent refuses these too
+        _reject(tmp_path, raw, MetainfoError, "name")
+        return
+    m = _land(tmp_path, raw)
+    assert m.info.name not in ("", ".", "..") and "/" not in m.info.name
 
 
 @pytest.mark.parametrize("bad", [c for c in UNSAFE_COMPONENTS if c != b""])
-def test_unsafe_v2_tree_key(tmp_path: Path, bad: bytes) -> None:
+def test_unsafe_v2_tree_key_is_sanitized(tmp_path: Path, bad: bytes) -> None:
     tree = {b"ok": _leaf(), b"dir": {bad: {b"f": _leaf()}}}
-    _reject(tmp_path, encode({b"info": _v2_tree(tree)}), MetainfoError, "unsafe path")
+    m = _land(tmp_path, encode({b"info": _v2_tree(tree)}))
+    assert {f.path[0] for f in m.info.files} == {"ok", "dir"}
 
 
 def test_unsafe_path_utf8_wins_over_safe_path(tmp_path: Path) -> None:
     info = _v1_multi([[b"safe"]])
     info[b"files"][0][b"path.utf-8"] = [b"..", b"x"]
-    _reject(tmp_path, encode({b"info": info}), MetainfoError, r"unsafe path '\.\./x'")
-
-
-def test_error_names_the_offending_path(tmp_path: Path) -> None:
-    raw = encode({b"info": _v1_multi([[b"a", b"..", b"etc", b"passwd"]])})
-    _reject(tmp_path, raw, MetainfoError, "a/../etc/passwd")
+    m = _land(tmp_path, encode({b"info": info}))
+    assert m.info.files[0].path == ("_", "x")
+    assert m.renamed_paths[0].original == "t/../x"
 
 
 def test_absolute_path_as_empty_first_component(tmp_path: Path) -> None:
     # a creator that split "/etc/passwd" on "/" yields ["", "etc", "passwd"]
-    raw = encode({b"info": _v1_multi([[b"", b"etc", b"passwd"]])})
-    _reject(tmp_path, raw, MetainfoError, "empty component")
+    m = _land(tmp_path, encode({b"info": _v1_multi([[b"", b"etc", b"passwd"]])}))
+    assert m.info.files[0].path == ("_", "etc", "passwd")
 
 
 @pytest.mark.parametrize(
-    "paths",
+    ("paths", "want"),
     [
-        [[b"a"], [b"a"]],
-        [[b"d", b"f"], [b"d", b"f"]],
-        [[b"d"], [b"d", b"f"]],
-        [[b"d", b"f"], [b"d"]],
-        [[b"aux"], [b"aux_"]],  # equal after Windows-name mapping
+        ([[b"a"], [b"a"]], [("a",), ("a.1",)]),
+        ([[b"d", b"f"], [b"d", b"f"]], [("d", "f"), ("d", "f.1")]),
+        ([[b"d"], [b"d", b"f"]], [("d.1",), ("d", "f")]),
+        ([[b"d", b"f"], [b"d"]], [("d", "f"), ("d.1",)]),
+        ([[b".."], [b"."]], [("_",), ("_.1",)]),
     ],
 )
-def test_colliding_paths(tmp_path: Path, paths: list[list[bytes]]) -> None:
-    _reject(tmp_path, encode({b"info": _v1_multi(paths)}), MetainfoError)
+def test_colliding_paths_are_renamed(
+    tmp_path: Path, paths: list[list[bytes]], want: list[tuple[str, ...]]
+) -> None:
+    m = _land(tmp_path, encode({b"info": _v1_multi(paths)}))
+    assert [f.path for f in m.info.files] == want
 
 
-def test_hybrid_with_v1_traversal_is_rejected(tmp_path: Path) -> None:
+def test_hybrid_with_v1_traversal_is_inconsistent(tmp_path: Path) -> None:
     info = _v2_tree({b"a": _leaf(100)})
     info[b"pieces"] = _sha1s(1)
     info[b"files"] = [{b"length": 100, b"path": [b"..", b"a"]}]
-    _reject(tmp_path, encode({b"info": info}), MetainfoError, "unsafe path")
+    _reject(tmp_path, encode({b"info": info}), MetainfoError, "inconsistent hybrid")
+
+
+def test_symlink_cannot_point_outside(tmp_path: Path) -> None:
+    info = _v1_multi([[b"a"]])
+    info[b"files"] += [
+        {b"attr": b"l", b"path": [b"up"], b"symlink path": [b"..", b"..", b"etc", b"passwd"]},
+        {b"attr": b"l", b"path": [b"abs"], b"symlink path": [b"/etc", b"passwd"]},
+        {b"attr": b"l", b"path": [b"ok"], b"symlink path": [b"..", b"a"]},
+    ]
+    m = _land(tmp_path, encode({b"info": info}))
+    top = tmp_path / "jail" / "dl" / "t"
+    assert not (top / "up").is_symlink() and (top / "up").stat().st_size == 0
+    assert not (top / "abs").is_symlink()
+    assert os.readlink(top / "ok") == "a"
+    assert len(m.warnings) == 2
 
 
 # --------------------------------------------------------------- properties
@@ -360,8 +427,10 @@ def test_structured_hostile_info_only_typed_errors(
         b"pieces": _sha1s(max(0, -(-total // PL) + pieces_delta)),
         b"files": [{b"length": length, b"path": p} for p in paths],
     }
+    raw = encode({b"info": info})
     try:
-        m = Metainfo.from_bytes(encode({b"info": info}))
+        Metainfo.from_bytes(raw)
     except TYPED:
         return
-    _check_parsed(m, tmp_path)
+    with tempfile.TemporaryDirectory() as d:
+        _check_parsed(_land(Path(d), raw), Path(d) / "jail" / "dl")

@@ -530,3 +530,69 @@ def test_layout_from_info_matches_metainfo_paths(tmp_path: Path) -> None:
                 leaves = [hashlib.sha256(b).digest() for b in _split(st.read_piece(p), BLOCK)]
                 assert st.hash_blocks(p) == leaves
         st.close()
+
+
+# -- BEP 47 attributes: symlinks and executables ----------------------------------
+
+
+def _link_layout(root: Path) -> Layout:
+    files = [
+        LayoutFile(("t", "d", "a"), 10, 0),
+        LayoutFile(("t", "to_a"), 0, 10, symlink=("t", "d", "a")),
+        LayoutFile(("t", "d", "to_dir"), 0, 10, symlink=("t", "d")),
+        LayoutFile(("t", "run"), 5, 10, executable=True),
+    ]
+    return Layout(files, BLOCK, root=root)
+
+
+def test_symlinks_created_relative_and_deleted_as_links(tmp_path: Path) -> None:
+    s = FileStorage(_link_layout(tmp_path))
+    s.ensure_files()
+    assert os.readlink(tmp_path / "t" / "to_a") == "d/a"
+    assert os.readlink(tmp_path / "t" / "d" / "to_dir") == "."
+    assert os.stat(tmp_path / "t" / "run").st_mode & 0o100
+    assert s.file_sizes_and_mtimes()[1] is None  # a link holds no data to track
+    s.ensure_files()  # idempotent: existing links are left alone
+    s.delete_data()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_symlink_refused_by_the_file_system_becomes_an_empty_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object) -> None:
+        raise OSError(errno.EPERM, "symlinks not supported")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    s = FileStorage(_link_layout(tmp_path))
+    try:
+        s.ensure_files()
+    finally:
+        s.close()
+    link = tmp_path / "t" / "to_a"
+    assert not link.is_symlink() and link.stat().st_size == 0
+
+
+def test_symlink_layout_checks_its_target() -> None:
+    with pytest.raises(UnsafePathError):
+        Layout([LayoutFile(("t", "l"), 0, 0, symlink=("t", ".."))], BLOCK)
+    with pytest.raises(StorageError, match="symlink"):
+        Layout([LayoutFile(("t", "l"), 5, 0, symlink=("t", "a"))], BLOCK)
+
+
+def test_symlink_path_is_not_followed_when_resolved(tmp_path: Path) -> None:
+    # a link at a symlink entry's path that points outside is never written
+    # through: resolve() names the link itself
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    (root / "t").mkdir(parents=True)
+    (root / "t" / "to_a").symlink_to(outside)
+    layout = _link_layout(root)
+    assert layout.resolve(1) == str(root.resolve() / "t" / "to_a")
+    s = FileStorage(layout)
+    try:
+        s.ensure_files()
+    finally:
+        s.close()
+    assert list(outside.iterdir()) == []

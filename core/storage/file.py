@@ -19,6 +19,13 @@ Design points, each for a reason:
   followed either.
 * An existing file longer than the torrent says is left alone (it may be the
   user's); only the bytes the torrent covers are read or written.
+* BEP 47 attributes: an ``x`` file gets execute bits wherever it has read
+  bits (so the umask still rules) when it is created; an ``l`` entry
+  becomes a relative symlink when the files are ensured (the parser has
+  already proven its target is a file or directory of the torrent, so the
+  link can only point inside the torrent's directory), or an empty file
+  where the file system refuses symlinks.  ``h`` (hidden) is a Windows
+  attribute with no meaning on Linux and is ignored.
 """
 
 from __future__ import annotations
@@ -145,13 +152,43 @@ class FileStorage(SegmentedStorage):
         except OSError as e:
             raise os_error(e, "open failed", path) from e
         try:
-            length = self.layout.files[index].length
-            if os.fstat(fd).st_size < length:
-                os.ftruncate(fd, length)
+            f = self.layout.files[index]
+            st = os.fstat(fd)
+            if st.st_size < f.length:
+                os.ftruncate(fd, f.length)
+            if f.executable and (st.st_mode & 0o444) >> 2 & ~st.st_mode:
+                os.fchmod(fd, (st.st_mode | (st.st_mode & 0o444) >> 2) & 0o7777)
         except OSError as e:
             os.close(fd)
             raise os_error(e, "resize failed", path) from e
         return _Handle(fd, path, True)
+
+    def _make_symlink(self, index: int) -> None:
+        """Create the BEP 47 symlink ``index`` (relative), or an empty file if the
+        file system refuses; anything already at its path is left alone."""
+        f = self.layout.files[index]
+        assert f.symlink is not None and self.layout.root is not None
+        path = self.layout.resolve(index)
+        if os.path.lexists(path):
+            return
+        parent = os.path.dirname(path)
+        root = os.path.realpath(self.layout.root)
+        target = os.path.relpath(os.path.join(root, *f.symlink), parent)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            if self.layout.resolve(index) != path:
+                raise StorageError(errno.EXDEV, "path changed while being created", path)
+            try:
+                os.symlink(target, path)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | _O_CLOEXEC | _O_NOFOLLOW, 0o666)
+                os.close(fd)
+        except StorageError:
+            raise
+        except OSError as e:
+            raise os_error(e, "cannot create symlink", path) from e
 
     # -- per-file I/O (SegmentedStorage) ---------------------------------------
 
@@ -201,7 +238,11 @@ class FileStorage(SegmentedStorage):
         """
         wanted = range(len(self.layout.files)) if indices is None else indices
         for i in wanted:
-            if self.layout.files[i].is_padding:
+            f = self.layout.files[i]
+            if f.is_padding:
+                continue
+            if f.symlink is not None:
+                self._make_symlink(i)
                 continue
             self._release(self._acquire(i, True))
 

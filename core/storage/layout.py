@@ -63,6 +63,11 @@ class LayoutFile:
     length: int
     offset: int
     is_padding: bool = False
+    #: BEP 47 ``x``: created with the executable bits (where the read bits are).
+    executable: bool = False
+    #: BEP 47 ``l``: a symlink to this path (relative to the layout's root,
+    #: like ``path``), created instead of a file; ``length`` is 0.
+    symlink: tuple[str, ...] | None = None
 
     @property
     def end(self) -> int:
@@ -123,6 +128,10 @@ class Layout:
                 raise UnsafePathError(errno.EINVAL, "empty file path", f"file #{i}")
             for part in f.path:
                 _check_component(part, f.path)
+            for part in f.symlink or ():
+                _check_component(part, f.path)
+            if f.symlink is not None and (f.length or f.is_padding or not f.symlink):
+                raise StorageError(f"file #{i} is a symlink with data, padding or no target")
             if f.length < 0 or f.offset < 0:
                 raise StorageError(f"file #{i} has a negative length or offset")
             if f.offset < pos:
@@ -147,23 +156,25 @@ class Layout:
         """The layout of a parsed torrent downloading into ``root``.
 
         Paths are ``<name>/<path...>`` (``<name>`` alone for a single-file
-        torrent), mapped by the same component rule as ``Info.file_path``,
-        so storage writes exactly where the metainfo model says a file is.
-        The check against the real file system happens at each open (see
-        :meth:`resolve`), not here, so a planted symlink cannot slip in
-        between building the layout and writing.
+        torrent), already sanitized by the parser, so storage writes exactly
+        where the metainfo model says a file is.  The check against the
+        real file system happens at each open (see :meth:`resolve`), not
+        here, so a planted symlink cannot slip in between building the
+        layout and writing.  BEP 47 symlinks and executables come along.
         """
-        from ..errors import MetainfoError
-        from ..safepath import safe_component
-
         files = []
         for entry in info.files:
-            parts = (info.name, *entry.path)
-            try:
-                path = tuple(safe_component(c, parts) for c in parts)
-            except MetainfoError as e:
-                raise UnsafePathError(errno.EINVAL, str(e), "/".join(parts)) from e
-            files.append(LayoutFile(path, entry.length, entry.offset, entry.is_padding))
+            target = entry.symlink_target if entry.is_symlink else None
+            files.append(
+                LayoutFile(
+                    (info.name, *entry.path),
+                    entry.length,
+                    entry.offset,
+                    entry.is_padding,
+                    executable=entry.is_executable,
+                    symlink=None if target is None else (info.name, *target),
+                )
+            )
         return cls(files, info.piece_length, info.length, root)
 
     # -- piece arithmetic ----------------------------------------------------
@@ -255,7 +266,11 @@ class Layout:
             raise StorageError(errno.EINVAL, "this layout has no root directory")
         f = self.files[index]
         raw = os.path.join(self._real_root, *f.path)
-        real = os.path.realpath(raw)
+        if f.symlink is not None:
+            # the link itself, not where it points: resolve its directory only
+            real = os.path.join(os.path.realpath(os.path.dirname(raw)), f.path[-1])
+        else:
+            real = os.path.realpath(raw)
         prefix = self._real_root.rstrip(os.sep) + os.sep  # root "/" stays "/"
         if not real.startswith(prefix) or real == self._real_root:
             raise UnsafePathError(errno.EXDEV, "path escapes the download directory", raw)
@@ -270,7 +285,10 @@ class Layout:
         or unsafe: none of those can hold verified data.
         """
         wanted = range(len(self.files)) if indices is None else indices
-        return [None if self.files[i].is_padding else self.stat_file(i) for i in wanted]
+        return [
+            None if self.files[i].is_padding or self.files[i].symlink else self.stat_file(i)
+            for i in wanted
+        ]
 
     def stat_file(self, index: int) -> tuple[int, int] | None:
         """``(size, mtime_ns)`` of one file, ``None`` if it is not a usable regular file."""
