@@ -204,7 +204,9 @@ class Metainfo:
         except BencodeError as e:
             if e.reason != _TRAILING:
                 raise
-            warnings.append(f"{len(data) - e.offset} bytes after the top-level dictionary ignored")
+            extra = len(data) - e.offset
+            plural = "" if extra == 1 else "s"
+            warnings.append(f"{extra} byte{plural} after the top-level dictionary ignored")
             data = data[: e.offset]
             top, spans = decode_with_spans(data)
         if b"info" not in top:

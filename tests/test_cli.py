@@ -215,3 +215,26 @@ def test_help_says_how_to_seed() -> None:
     proc = _run("--help")
     assert proc.returncode == 0
     assert b"torrent download X.torrent -o DIR --seed" in proc.stdout
+
+
+def test_pprint_warns_of_every_renamed_path(tmp_path: Path) -> None:
+    """A torrent with unsafe names loads; each change is one warning line on stderr."""
+    from core.bencoding import encode
+
+    files = [
+        {b"length": 100, b"path": [b"ok.txt"]},
+        {b"length": 100, b"path": [b"..", b"x"]},
+        {b"length": 100, b"path": [b"\xff.txt"]},
+    ]
+    info = {b"files": files, b"name": b"a/b", b"piece length": 16384, b"pieces": bytes(20)}
+    path = tmp_path / "odd.torrent"
+    path.write_bytes(encode({b"info": info}) + b"\n")
+    proc = _run("metainfo", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b"Name:          ab\n")
+    assert proc.stderr.decode().splitlines() == [
+        f"torrent: {path}: warning: renamed 'a/b' -> 'ab' (unsafe characters)",
+        f"torrent: {path}: warning: renamed 'ab/../x' -> 'ab/_/x' ('..' is not a file name)",
+        f"torrent: {path}: warning: renamed 'ab/\\\\xff.txt' -> 'ab/_.txt' (invalid UTF-8)",
+        f"torrent: {path}: warning: 1 byte after the top-level dictionary ignored",
+    ]

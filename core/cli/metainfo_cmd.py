@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from ..metainfo import FileEntry, Metainfo
 from . import fmt
-from .inputs import load_torrent
+from .inputs import input_name, load_torrent
 
 
 def _tree_lines(files: Iterable[FileEntry], name: str, single: bool) -> list[str]:
@@ -76,10 +76,26 @@ def pprint_lines(mi: Metainfo) -> list[str]:
     return lines
 
 
+def warning_lines(mi: Metainfo) -> list[str]:
+    """What loading changed or ignored: one line per renamed path, then the rest.
+
+    The torrent still loads (as in libtorrent); these say where its files
+    will really be written, so nobody is surprised by ``_`` in a name.
+    """
+    lines = [
+        f"warning: renamed {r.original!r} -> {r.safe!r} ({r.reason})" for r in mi.renamed_paths
+    ]
+    lines += [f"warning: {w}" for w in mi.warnings]
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     mi = load_torrent(args.file)
     if args.action == "magnet":
         sys.stdout.write(mi.magnet() + "\n")
     else:
         sys.stdout.write("\n".join(pprint_lines(mi)) + "\n")
+    # On stderr, so `pprint > file` and `magnet | xargs` stay clean.
+    for line in warning_lines(mi):
+        print(f"torrent: {input_name(args.file)}: {line}", file=sys.stderr)
     return 0
