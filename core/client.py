@@ -358,9 +358,14 @@ class Client:
             if peer_id is not None:
                 self._banned_ids.setdefault(peer_id, reason)
             log.info("banned %s (peer id %r): %s", _endpoint(ip, port or 0), peer_id, reason)
-            return
-        self._banned.setdefault(ip, reason)
-        log.info("banned %s: %s", ip, reason)
+        else:
+            self._banned.setdefault(ip, reason)
+            log.info("banned %s: %s", ip, reason)
+        # A liar found out in one torrent stops sending to the others too.
+        for t in self.torrents.values():
+            for peer in list(t.peers):
+                if self.is_banned(peer.address[0], peer.address[1], peer.peer_id):
+                    peer.close(f"banned: {reason}")
 
     def blame_key(self, ip: str, peer_id: bytes | None) -> str:
         """Whom a fault counts against across reconnects (hash failures before a ban).

@@ -242,6 +242,10 @@ class PeerRow:
     incoming: bool = False
     #: We want blocks from it but it has sent none for a while (see core.choker).
     snubbed: bool = False
+    #: Failed pieces it sent data for, alone or with others, across reconnects.
+    hash_failures: int = 0
+    #: Suspected of sending bad data: it only gets whole pieces of its own (see core.blame).
+    on_parole: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from bitarray import bitarray
 
+from .blame import TrustRecord
 from .events import PeerSource
 from .net.peer_io import PeerProtocol
 from .picker import CHUNK_SIZE
@@ -116,7 +117,9 @@ class Peer:
         self.upload_queue: list[Request] = []
         # Queued uploads whose rate-limit tokens were already taken.
         self.paid_uploads: set[Request] = set()
-        self.hash_failures = 0
+        #: Its standing in this torrent (core.blame), shared with its other
+        #: and later connections; set once the handshake names it.
+        self.trust: TrustRecord | None = None
         #: Our bitfield went out; before a magnet's info is known and checked it waits.
         self.have_set_sent = False
 
@@ -139,6 +142,16 @@ class Peer:
         self.torrent._upload.serve_queued(self)
 
     # --- state helpers ------------------------------------------------------
+
+    @property
+    def hash_failures(self) -> int:
+        """Failed pieces this peer sent data for (alone or with others), across reconnects."""
+        return self.trust.failed if self.trust is not None else 0
+
+    @property
+    def on_parole(self) -> bool:
+        """Suspected of sending bad data: it only gets whole pieces of its own (core.blame)."""
+        return self.trust is not None and self.trust.on_parole
 
     @property
     def conn_ok(self) -> bool:

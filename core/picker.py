@@ -150,6 +150,16 @@ class Picker:
         self._num_have = 0
 
         self._order = PieceOrder(n, self._rng)
+        # Parole (see core.blame): which peers asked for or sent chunks of each
+        # unfinished piece since it was last reset, and the pieces kept whole
+        # for one peer on parole.  Both stay empty-cheap: only pieces in
+        # progress are in ``_touch``, and ``_reserved`` only while someone is
+        # on parole.
+        self._touch: dict[int, set[Hashable]] = {}
+        self._reserved: dict[int, Hashable] = {}
+        #: Received but unverified bytes thrown away because their piece was
+        #: started over for a peer on parole (not counting failed pieces).
+        self.discarded_bytes = 0
         # Wanted pieces whose every chunk is received or in flight: endgame material.
         self._saturated: dict[int, None] = {}
 
@@ -198,6 +208,10 @@ class Picker:
         """Move ``p`` to the bucket (or set) its current state calls for."""
         prio = self._prio[p]
         claimed = self._claim_count[p]
+        if not claimed and self._touch:
+            # Nothing received or asked for: nobody's data to keep apart.
+            self._touch.pop(p, None)
+            self._reserved.pop(p, None)
         saturated = False
         if self._have[p] or self._busy[p] or not prio:
             target = OUT
@@ -320,6 +334,8 @@ class Picker:
         self._busy[piece] = 0
         self._num_have += 1
         self._chunks.reset(piece)
+        self._touch.pop(piece, None)
+        self._reserved.pop(piece, None)
         self._place(piece)
 
     def mark_hashing(self, piece: int) -> None:
@@ -340,12 +356,34 @@ class Picker:
         if ok:
             self.set_have(piece)
             return
-        recv = self._chunks.received_bytes(piece)
+        self._discard(piece, failed=True)
+
+    def _discard(self, piece: int, *, failed: bool = False) -> list[tuple[Hashable, Request]]:
+        """Forget every chunk of ``piece``, received or in flight; it starts from scratch.
+
+        Returns the requests that were in flight, so the engine can cancel them.
+        """
+        chunks = self._chunks
+        inflight: list[tuple[Hashable, Request]] = []
+        s = piece * self._cpp
+        for cid in chunks.requested.search(1, s, s + self._geometry.num_chunks(piece)):
+            begin = (cid - s) * CHUNK_SIZE
+            req = Request(piece, begin, self._geometry.chunk_length(piece, begin))
+            for table in (chunks.owner, chunks.dup):
+                q = table.get(cid)
+                if q is not None:
+                    inflight.append((q, req))
+        recv = chunks.received_bytes(piece)
+        if not failed:
+            self.discarded_bytes += recv
         self._unverified -= recv
         if self._prio[piece]:
             self._wanted_missing += recv
-        self._chunks.reset(piece)
+        chunks.reset(piece)
+        self._touch.pop(piece, None)
+        self._reserved.pop(piece, None)
         self._place(piece)
+        return inflight
 
     # --------------------------------------------------------------- interest
 
@@ -406,12 +444,20 @@ class Picker:
         *,
         peer_choked_us: bool = False,
         allowed_fast: Iterable[int] | None = None,
+        exclusive: bool = False,
     ) -> list[Request]:
         """Choose up to ``max_requests`` new requests to send to ``peer``.
 
         The returned requests are recorded as outstanding to ``peer``. Outside
         endgame none of them is outstanding to anyone else. If the peer chokes
         us, only pieces in its ``allowed_fast`` set (BEP 6) are considered.
+
+        ``exclusive`` (the peer is on parole, see :mod:`core.blame`): only
+        pieces nobody else has asked for or sent are handed out, and they are
+        kept for this peer alone (others skip them, endgame included), so a
+        failure of such a piece is its own.  When nothing of that kind is
+        left, a piece nobody is downloading right now is started over for it
+        (its partial data dropped), so peers on parole never starve.
         """
         if max_requests <= 0:
             return []
@@ -429,14 +475,52 @@ class Picker:
             if not fast:
                 return out
             cands = self._order.ordered(fast)
-            self._take_from(peer, reqs, cands, max_requests, capped, out)
+            self._take_from(peer, reqs, cands, max_requests, capped, out, exclusive)
         elif self._order.count and any_and(peer_has, self._order.requestable):
             need = max_requests // self._cpp + 1
             walk = self._order.walk(peer_has, need, started_only=capped)
-            self._take_from(peer, reqs, walk, max_requests, capped, out)
+            self._take_from(peer, reqs, walk, max_requests, capped, out, exclusive)
+            if exclusive and len(reqs) < self._cpp and len(out) < max_requests:
+                # Less than a piece in flight: keep a suspect's pipeline full.
+                self._reclaim(peer, reqs, peer_has, max_requests - len(out), out)
+        if exclusive:
+            return out
         if len(out) < max_requests and not self._order.count and self._saturated:
             self._pick_endgame(peer, reqs, peer_has, fast, max_requests - len(out), out)
         return out
+
+    def _may_join(self, peer: Hashable, p: int, exclusive: bool) -> bool:
+        """Whether ``peer`` may ask for (or send) chunks of ``p`` under the parole rules."""
+        owner = self._reserved.get(p)
+        if owner is not None:
+            return owner is peer
+        if not exclusive:
+            return True
+        touched = self._touch.get(p)
+        return touched is None or all(q is peer for q in touched)
+
+    def _reclaim(
+        self, peer: Hashable, reqs: set[int], peer_has: bitarray, budget: int, out: list[Request]
+    ) -> None:
+        """A peer on parole found no piece of its own: start one nobody is downloading over.
+
+        Only pieces with nothing in flight qualify (their data came from
+        peers that left, choked us or are on parole elsewhere), so no
+        other peer's work in progress is thrown away.
+        """
+        while budget > 0 and len(reqs) < self._cpp:
+            walk = self._order.walk(peer_has, 1, started_only=False)
+            reserved, claims, recv = self._reserved, self._claim_count, self._recv_count
+            found = next((p for p in walk if p not in reserved and claims[p] == recv[p]), None)
+            close = getattr(walk, "close", None)
+            if close is not None:
+                close()  # finish the bucket walk before its buckets change
+            if found is None:
+                return
+            self._discard(found)
+            budget -= self._take(peer, reqs, found, budget, out)
+            self._reserved[found] = peer
+            self._place(found)
 
     def _take(self, peer: Hashable, reqs: set[int], p: int, budget: int, out: list[Request]) -> int:
         """Request up to ``budget`` free chunks of ``p`` from ``peer``; return how many.
@@ -453,6 +537,11 @@ class Picker:
             nc = self._short_nc.get(p, self._cpp)
             size = short.get(p, self._plen)
         owner = self._owner
+        touched = self._touch.get(p)
+        if touched is None:
+            self._touch[p] = {peer}
+        else:
+            touched.add(peer)
         if not self._claim_count[p]:
             k = min(nc, budget)
             self._requested[s : s + k] = 1
@@ -482,19 +571,27 @@ class Picker:
         budget: int,
         capped: bool,
         out: list[Request],
+        exclusive: bool = False,
     ) -> int:
         """Take chunks from ``pieces`` in order until ``budget`` is spent; return what is left.
 
         Bucket moves are deferred until the iteration is over, so a walk over
-        the live buckets is never disturbed.
+        the live buckets is never disturbed.  Pieces kept for a peer on
+        parole are skipped by everyone else; with ``exclusive``, only pieces
+        this peer alone has touched are taken, and kept for it.
         """
         touched: list[int] = []
         recv_count = self._recv_count
+        parole = exclusive or bool(self._reserved)
         for p in pieces:
             if capped and not recv_count[p]:
                 continue
+            if parole and not self._may_join(peer, p, exclusive):
+                continue
             budget -= self._take(peer, reqs, p, budget, out)
             touched.append(p)
+            if exclusive:
+                self._reserved[p] = peer
             if not budget:
                 break
         close = getattr(pieces, "close", None)
@@ -520,21 +617,38 @@ class Picker:
             # received block, quadratic in the pipeline depth.
             return
         allowed = None if fast is None else set(fast)
-        pieces = [p for p in self._saturated if peer_has[p] and (allowed is None or p in allowed)]
+        reserved = self._reserved
+        pieces = [
+            p
+            for p in self._saturated
+            if peer_has[p] and (allowed is None or p in allowed) and p not in reserved
+        ]
         prio, rank = self._prio, self._order.rank
         pieces.sort(key=lambda p: (-prio[p], rank[p]))
+        first = len(out)
         self._chunks.add_duplicates(peer, reqs, pieces, budget, out)
+        for req in out[first:]:
+            self._touch.setdefault(req.piece, set()).add(peer)
 
     def on_block_received(
-        self, peer: Hashable, piece: int, begin: int, length: int | None = None
+        self,
+        peer: Hashable,
+        piece: int,
+        begin: int,
+        length: int | None = None,
+        *,
+        exclusive: bool = False,
     ) -> BlockOutcome:
         """A PIECE message arrived. Returns whether to keep it and whom to cancel.
 
         Blocks at offsets that are not a chunk of this torrent, or of the wrong
         length, are not useful (the engine decides whether that is hostile).
-        Unrequested blocks we still need are accepted.
+        Unrequested blocks we still need are accepted, except where they would
+        mix a peer on parole (``exclusive``) with others (see :meth:`pick`).
         """
         if not 0 <= piece < self._n or begin < 0 or begin % CHUNK_SIZE:
+            return _USELESS
+        if (exclusive or self._reserved) and not self._may_join(peer, piece, exclusive):
             return _USELESS
         short = self._short
         if short is None:
@@ -570,6 +684,9 @@ class Picker:
         else:
             self._claimed[cid] = 1  # unrequested but wanted: keep it
             self._claim_count[piece] += 1
+            self._touch.setdefault(piece, set()).add(peer)
+            if exclusive:
+                self._reserved[piece] = peer
             moved = True
         self._received[cid] = 1
         count = self._recv_count[piece] = self._recv_count[piece] + 1
@@ -625,7 +742,41 @@ class Picker:
     def on_peer_gone(self, peer: Hashable) -> int:
         """The peer disconnected: release its requests (see :meth:`release_peer`).
 
+        Pieces kept whole for it while it was on parole lose the partial data
+        it sent: nobody else may finish a suspect's piece, so it starts over.
         Its availability is undone separately with :meth:`peer_lost` or
         :meth:`peer_lost_all`, since only the engine knows its bitfield.
         """
-        return self.release_peer(peer)
+        released = self.release_peer(peer)
+        if self._reserved:
+            for p in [p for p, q in self._reserved.items() if q is peer]:
+                if self._busy[p] or self._have[p]:
+                    continue
+                self._discard(p)
+        return released
+
+    # ----------------------------------------------------------------- parole
+
+    def isolate(self, peer: Hashable) -> list[tuple[Hashable, Request]]:
+        """``peer`` went on parole: keep its unfinished pieces apart from everyone else's.
+
+        Pieces only it has touched are kept for it (see :meth:`pick`).
+        Pieces it shares with others are started over: once the peer is a
+        suspect, a failure of such a piece could not be pinned on anyone, and
+        an honest co-sender would lose trust with it.  Pieces complete and
+        awaiting their hash are left to be judged.  Returns the requests that
+        were in flight in the dropped pieces, for the engine to cancel.
+        """
+        cancels: list[tuple[Hashable, Request]] = []
+        for p, touched in list(self._touch.items()):
+            if peer not in touched or self._busy[p] or self._have[p]:
+                continue
+            if all(q is peer for q in touched):
+                self._reserved[p] = peer
+            else:
+                cancels += self._discard(p)
+        return cancels
+
+    def on_parole(self, piece: int) -> Hashable | None:
+        """The peer on parole that ``piece`` is kept for, if any."""
+        return self._reserved.get(piece)

@@ -8,11 +8,15 @@ a time, and only then marked as had; only good data reaches the disk.  The
 picker's unverified-bytes cap bounds the buffers, so download never outruns
 hashing and memory stays bounded.
 
-A piece that fails its hash is blamed on whoever sent it: a peer that alone
-sent ``BAN_AFTER_FAILURES`` bad pieces is banned (counted per
-``Client.blame_key``, so reconnecting does not reset it); when several peers
-sent parts, each block's digest is kept until the piece passes, and exactly
-the peers whose blocks differ from the good data are banned.  When every
+Who sent bad data is judged by a :class:`core.blame.BlameLedger` (trust,
+parole and smart ban, keyed by ``Client.blame_key`` so reconnecting does not
+reset it): every sender of a failed piece loses trust and goes on parole,
+where the picker gives it only whole pieces of its own, so its next failure
+is its alone and bans it; when several peers sent parts of a failed piece,
+each block's digest is kept until the piece passes, and exactly the peers
+whose blocks differ from the good data are banned.  Here the ledger's
+verdicts are carried out: bans, and the picker isolating a new suspect's
+pieces (cancelling what was in flight in the ones it shared).  When every
 wanted piece is had, ``wanted_complete`` creates the remaining wanted files,
 flushes, and moves the torrent to seeding.
 """
@@ -24,6 +28,7 @@ import hashlib
 import time
 from typing import TYPE_CHECKING
 
+from .blame import BlameLedger, Verdict
 from .errors import StorageError
 from .events import PieceHashFailed
 from .peer import Peer
@@ -39,8 +44,6 @@ if TYPE_CHECKING:
 BUF_POOL_BYTES = 8 << 20
 #: Block size of the blame evidence: the request size every client uses.
 BLOCK = 16384
-#: A peer that alone sent the data of this many failed pieces is banned.
-BAN_AFTER_FAILURES = 2
 
 
 class PiecePipeline:
@@ -51,9 +54,10 @@ class PiecePipeline:
         self.bufs: dict[int, bytearray] = {}
         self._buf_pool: list[bytearray] = []  # spare full-size piece buffers
         self._contributors: dict[int, dict[int, Peer]] = {}
-        # piece -> block offset -> (sender, SHA-1 of what it sent), over every failed attempt
-        self._failed_blocks: dict[int, dict[int, list[tuple[Peer, bytes]]]] = {}
-        self._hash_failures: dict[str, int] = {}  # Client.blame_key -> pieces failed alone
+        #: Trust, parole and block evidence per ``Client.blame_key``.
+        self.blame: BlameLedger[str] = BlameLedger()
+        # blame key -> the latest connection of that peer (to ban it once it is gone)
+        self._last_conn: dict[str, Peer] = {}
         cfg = torrent.client.config
         self._hash_sem = asyncio.Semaphore(max(1, cfg.piece_hashers_per_torrent))
 
@@ -61,6 +65,16 @@ class PiecePipeline:
         """Forget unfinished pieces' buffers and senders (used before a full recheck)."""
         self.bufs.clear()
         self._contributors.clear()
+        self.blame.forget_evidence()
+
+    def _key(self, peer: Peer) -> str:
+        return self.torrent.client.blame_key(peer.address[0], peer.peer_id)
+
+    def peer_joined(self, peer: Peer) -> None:
+        """A handshaken peer: give it its record, so a suspect that reconnects stays one."""
+        key = self._key(peer)
+        self._last_conn[key] = peer
+        peer.trust = self.blame.record(key)
 
     def block_received(self, peer: Peer, msg: PieceMsg) -> None:
         t = self.torrent
@@ -77,7 +91,9 @@ class PiecePipeline:
         if t._state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
             t.picker.on_request_cancelled(peer, msg.index, msg.begin)
             return
-        outcome = t.picker.on_block_received(peer, msg.index, msg.begin, n)
+        outcome = t.picker.on_block_received(
+            peer, msg.index, msg.begin, n, exclusive=peer.on_parole
+        )
         for other in outcome.cancel:
             if isinstance(other, Peer) and other.proto is not None:
                 other.proto.send(Cancel(msg.index, msg.begin, n))
@@ -118,7 +134,7 @@ class PiecePipeline:
             t._piece_changed(p)
             # Per-block digests are only needed to blame senders: when an earlier
             # attempt failed (to compare) or this one may fail (as evidence).
-            blame = p in self._failed_blocks or len(set(contributors.values())) > 1
+            blame = self.blame.has_evidence(p) or len(set(contributors.values())) > 1
             try:
                 ok, digests = await t.run_io(self.hash_and_write, p, buf, blame)
             except StorageError as exc:
@@ -181,14 +197,8 @@ class PiecePipeline:
         t = self.torrent
         for peer in set(contributors.values()):
             peer.stats.pieces_dirtied_good += 1
-        failed = self._failed_blocks.pop(p, None)
-        if failed:
-            # Blame exactly the peers whose earlier blocks differ from the good data.
-            for begin, senders in failed.items():
-                good = digests.get(begin)
-                for peer, digest in senders:
-                    if digest != good:
-                        self._ban(peer, f"sent corrupt data for piece {p}")
+        senders = {begin: self._key(peer) for begin, peer in contributors.items()}
+        self._carry_out(self.blame.piece_passed(p, senders, digests))
         for peer in list(t.peers):
             if peer.proto is not None:
                 peer.proto.send(Have(p))
@@ -204,21 +214,38 @@ class PiecePipeline:
         t.client.bus.publish(PieceHashFailed(t.info_hash, p, tuple(peer.address for peer in peers)))
         for peer in peers:
             peer.stats.pieces_dirtied_bad += 1
-        if len(peers) == 1:
-            (peer,) = peers
-            peer.hash_failures += 1
-            # Counted per peer, not per connection: reconnecting must not reset it.
-            key = t.client.blame_key(peer.address[0], peer.peer_id)
-            failures = self._hash_failures[key] = self._hash_failures.get(key, 0) + 1
-            if failures >= BAN_AFTER_FAILURES:
-                self._ban(peer, f"{failures} pieces failed their hash check")
-        else:
-            # Keep the evidence of earlier failures of this piece too.
-            evidence = self._failed_blocks.setdefault(p, {})
-            for begin, peer in contributors.items():
-                evidence.setdefault(begin, []).append((peer, digests[begin]))
+        senders = {begin: self._key(peer) for begin, peer in contributors.items()}
+        self._carry_out(self.blame.piece_failed(p, senders, digests))
         for peer in list(t.peers):
             t._swarm.fill_requests(peer)
+
+    def _carry_out(self, verdict: Verdict[str]) -> None:
+        """Ban whom the ledger says, and keep new suspects' pieces apart from others'."""
+        t = self.torrent
+        for ban in verdict.bans:
+            conn = self._last_conn.get(ban.who)
+            if conn is not None:
+                self._ban(conn, ban.reason)
+            for peer in list(t.peers):
+                if peer.trust is not None and peer.trust.banned is not None:
+                    peer.close(f"banned: {peer.trust.banned}")
+        if verdict.paroled:
+            suspects = set(verdict.paroled)
+            for peer in list(t.peers):
+                if not peer.closed and self._key(peer) in suspects:
+                    self._isolate(peer)
+
+    def _isolate(self, peer: Peer) -> None:
+        """``peer`` is on parole: its shared pieces start over, its own are kept for it."""
+        t = self.torrent
+        for other, req in t.picker.isolate(peer):
+            if isinstance(other, Peer) and other.proto is not None:
+                other.proto.send(Cancel(req.piece, req.begin, req.length))
+        # The buffers of pieces started over hold nothing the picker counts any more.
+        for p in [p for p in self.bufs if not t.picker.received_chunks(p)]:
+            self._recycle_buf(self.bufs.pop(p))
+            self._contributors.pop(p, None)
+            t._piece_changed(p)
 
     def _ban(self, peer: Peer, reason: str) -> None:
         host, port = peer.address

@@ -99,6 +99,13 @@ class TorrentStats(ConnStats):
     connected_seeders: int = 0
     half_open_peers: int = 0
     pieces_complete: int = 0
+    #: Unverified bytes dropped when a piece was started over to keep a peer on
+    #: parole apart from others (received, counted useful, never written).
+    bytes_discarded: int = 0
+    #: Connected peers on parole: suspected of sending bad data (see core.blame).
+    peers_on_parole: int = 0
+    #: Connected peers that sent data for at least one piece that failed its hash check.
+    peers_with_hash_failures: int = 0
     #: Connected peers by how we learned of them (``PeerSource`` values).
     peers_by_source: dict[str, int] = field(default_factory=dict)
 

@@ -191,6 +191,7 @@ class Swarm:
             return
         peer.active = True
         t.peers[peer] = None
+        t._pipeline.peer_joined(peer)
         conn = proto.conn
         if t.has_info and conn.lengths is None:
             conn.set_lengths(t.info)  # dialled or accepted before a magnet's info arrived
@@ -286,6 +287,7 @@ class Swarm:
             want,
             peer_choked_us=choked,
             allowed_fast=conn.allowed_fast_in if choked else None,
+            exclusive=peer.on_parole,
         )
         if reqs:
             proto.send_many(Request(r.piece, r.begin, r.length) for r in reqs)

@@ -302,8 +302,11 @@ class Torrent:
         s.half_open_peers = len(self._swarm.half_open)
         s.connected_seeders = seeds
         s.pieces_complete = self.picker.num_have
+        s.bytes_discarded = self.picker.discarded_bytes
         for p in self.peers:
             s.peers_by_source[p.source] = s.peers_by_source.get(p.source, 0) + 1
+            s.peers_on_parole += p.on_parole
+            s.peers_with_hash_failures += p.hash_failures > 0
         return s
 
     def rates(self) -> tuple[float, float]:

@@ -136,8 +136,9 @@ async def test_add_skip_one_file_and_complete(tmp_path: Path) -> None:
             else:
                 assert part.count(0) == len(part), f"piece {p} of the skipped file was written"
         # Bytes fetched: the wanted files and the shared pieces, nothing more, once
-        # the pieces that failed their hash check (the bad peer's) are taken out.
-        wasted = 0
+        # the pieces that failed their hash check (the bad peer's) are taken out,
+        # and the partial pieces started over to keep it apart while on parole.
+        wasted = t.stats().bytes_discarded
         while (event := failures.get_nowait()) is not None:
             assert isinstance(event, PieceHashFailed)
             wasted += info.piece_size(event.piece)

@@ -12,7 +12,10 @@ loop, under a temporary directory:
 * four seeding :class:`~core.client.Client` instances: two honest fast
   seeders, a slow one (a low upload limit: the ISO trickles in), and a bad
   one whose storage flips bytes in most pieces it uploads, so the user's
-  client sees hash failures and bans it after two;
+  client sees hash failures: the first puts the bad peer on parole (the
+  Peers tab's Fail column shows ``1 P``; from then on it only gets whole
+  pieces of its own), and its next failed piece, its alone, bans it, a
+  few seconds into the demo (see :mod:`core.blame`);
 * a tiny HTTP tracker (:mod:`tui.demo_tracker`) in the torrents, so peers
   are found through the Trackers tab too;
 * once the user's client runs, a leecher that knows only the user and
@@ -246,7 +249,11 @@ class CorruptingStorage(FileStorage):
 
 
 def _mostly_bad(piece: int) -> bool:
-    """Three pieces in four are damaged: enough for two failures within seconds."""
+    """Three pieces in four are damaged: its first two pieces of its own almost surely fail.
+
+    One piece in four is good, so the bad peer also earns a little trust:
+    the demo shows a liar that is not wrong every time.
+    """
     return piece % 4 != 3
 
 
