@@ -173,12 +173,23 @@ async def test_real_engine_add_pick_pause_and_restore(tmp_path: Path) -> None:
             await t.wait_complete()
             rows = {r.info_hash: r for r in engine.torrents()}
             assert rows[ih].state is TorrentState.SEEDING
+            # Progress and size count the wanted files (100%, as qBittorrent);
+            # the Info tab keeps the whole torrent's figure too.
+            assert rows[ih].progress == 1.0
+            assert rows[ih].size == files[0].size + files[2].size == rows[ih].bytes_done
+            done_details = engine.details(ih)
+            assert done_details is not None and done_details.info is not None
+            info = done_details.info
+            assert info.wanted_progress == 1.0
+            assert info.wanted_files == 2 and info.files == 3
+            assert 0 < info.progress < 1 and info.size == sum(f.size for f in files)
             await engine.set_sequential(ih, True)
             await engine.pause(ih)
             status = engine.status()
             assert status.listen_port == engine.client.listen_port
             await engine.set_limits(1 << 20, None)
             assert engine.status().download_limit == 1 << 20
+            await engine.set_torrent_limits(ih, 64 * 1024, None)
     finally:
         await engine.close()
     saved = Session(session_dir).load()
@@ -194,6 +205,8 @@ async def test_real_engine_add_pick_pause_and_restore(tmp_path: Path) -> None:
             assert row.info_hash == ih and row.state is TorrentState.PAUSED
             d2 = engine2.details(ih)
             assert d2 is not None and d2.sequential
+            # Per-torrent limits are session state: restored with the torrent.
+            assert (d2.download_limit, d2.upload_limit) == (64 * 1024, None)
             assert d2.files[1].priority is PiecePriority.NONE
             await engine2.remove(ih, delete_data=True)
             assert engine2.torrents() == ()

@@ -1,4 +1,4 @@
-"""Snapshot tests of the whole app on the deterministic fake engine (120x40).
+"""Snapshot tests of the whole app on the deterministic fake engine (120x40, plus 80x24 and 200x60).
 
 Update with ``pytest tests/test_tui_snapshots.py --snapshot-update`` after a
 deliberate visual change, and look at the SVGs before committing them.
@@ -22,6 +22,15 @@ def _app(engine: FakeEngine | None = None) -> Any:
 
 def test_main_screen(snap_compare: Any) -> None:
     assert snap_compare(_app(), terminal_size=SIZE, run_before=settle)
+
+
+def test_main_screen_80x24(snap_compare: Any) -> None:
+    """Compact layout: fewer columns, the name keeps its room, footer and status fit."""
+    assert snap_compare(_app(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_main_screen_200x60(snap_compare: Any) -> None:
+    assert snap_compare(_app(), terminal_size=(200, 60), run_before=settle)
 
 
 def test_peers_tab(snap_compare: Any) -> None:

@@ -26,6 +26,12 @@ INFO = TorrentInfoView(
     creation_date=1_700_000_000,
     private=False,
     magnet=MAGNET,
+    # Two of three files wanted and done; the skipped one not started.
+    bytes_done=(500 << 20) + 4096,
+    wanted_size=(500 << 20) + 4096,
+    wanted_done=(500 << 20) + 4096,
+    files=3,
+    wanted_files=2,
 )
 
 
@@ -54,6 +60,9 @@ def test_info_lines() -> None:
     assert lines["Info-hash v1"] == "ab" * 20 and lines["Info-hash v2"] == "-"
     assert lines["Size"] == "628 MiB (658,518,073 bytes)"
     assert lines["Pieces"] == "2,513 pieces of 256 KiB"
+    # The wanted files are done (what the list shows); the whole torrent is not.
+    assert lines["Progress"] == "100% of 500 MiB selected (2 of 3 files)"
+    assert lines["Whole torrent"] == "79.6% (500 MiB of 628 MiB)"
     assert lines["Created on"] == "2023-11-14 22:13:20 UTC"
     assert lines["Private"] == "no"
     assert lines["Magnet"] == MAGNET
@@ -89,4 +98,4 @@ async def test_nothing_to_copy_without_metadata() -> None:
 
 
 def test_snapshot_info_pane(snap_compare: Any) -> None:
-    assert snap_compare(InfoApp(), terminal_size=(100, 14))
+    assert snap_compare(InfoApp(), terminal_size=(100, 16))

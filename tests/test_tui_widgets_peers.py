@@ -8,7 +8,14 @@ from typing import Any
 from textual.app import App, ComposeResult
 
 from core.events import PeerRow, PeerSource
-from tui.widgets.peer_table import FLAG_LEGEND, PeerTable, format_address, peer_flags
+from tui.widgets.peer_table import (
+    FAIL_LEGEND,
+    FLAG_LEGEND,
+    PeerTable,
+    fail_cell,
+    format_address,
+    peer_flags,
+)
 
 
 def peer(host: str, port: int = 6881, **kw: Any) -> PeerRow:
@@ -62,6 +69,8 @@ PEERS = (
         progress=0.0,
         am_interested=True,
         snubbed=True,
+        hash_failures=2,
+        on_parole=True,
     ),
     peer(
         "10.0.0.10",
@@ -73,6 +82,7 @@ PEERS = (
         up_rate=64_000,
         am_choking=False,
         peer_choking=False,
+        hash_failures=1,
     ),
 )
 
@@ -95,6 +105,26 @@ def test_flags_follow_the_letter_code() -> None:
     assert peer_flags(peer("1.2.3.4", peer_interested=True)) == "u"
     for letter in "DdUuK?SIEP":
         assert f"\n{letter} " in "\n" + FLAG_LEGEND
+
+
+def test_fail_column_counts_failed_pieces_and_flags_parole() -> None:
+    assert [fail_cell(p) for p in PEERS] == ["", "", "2 P", "1"]
+    assert fail_cell(peer("1.2.3.4", hash_failures=12, on_parole=True)) == "12 P"
+    assert "P on parole" in FAIL_LEGEND
+
+
+async def test_a_suspect_gets_its_fail_cell_updated_and_sorts_by_failures() -> None:
+    app = PeersApp()
+    async with app.run_test(size=(110, 10)) as pilot:
+        table = app.query_one(PeerTable)
+        assert "Fail:" in str(table.tooltip)
+        # Its parole ends (good pieces): only the Fail cell changes.
+        cleared = dataclasses.replace(PEERS[2], on_parole=False)
+        assert table.update_data((PEERS[0], PEERS[1], cleared, PEERS[3])) == 1
+        await pilot.pause()
+        assert str(table.get_cell("10.0.0.9:40000", "fail")) == "2"
+        table.sort_by("fail", reverse=True)
+        assert table.row_keys[:2] == ("10.0.0.9:40000", "10.0.0.10:50000")
 
 
 def test_addresses_bracket_ipv6() -> None:
@@ -160,4 +190,4 @@ async def test_header_click_sorts_by_raw_value_and_keeps_sorting() -> None:
 
 
 def test_snapshot_peer_table(snap_compare: Any) -> None:
-    assert snap_compare(PeersApp(), terminal_size=(110, 8))
+    assert snap_compare(PeersApp(), terminal_size=(120, 8))

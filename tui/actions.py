@@ -79,7 +79,9 @@ ACTIONS: tuple[UiAction, ...] = (
         "cycle_filter", "f", "Filter", "Cycle the state filter (all, downloading, ...)", "View"
     ),
     UiAction("search", "slash", "Search", "Search torrents by name as you type", "View"),
-    UiAction("sort_next", "o", "Sort", "Sort by the next column", "View"),
+    # Off the footer so it fits 80 columns: the sort label above the list
+    # shows the order, and a header click sorts too.
+    UiAction("sort_next", "o", "Sort", "Sort by the next column", "View", False),
     UiAction("sort_reverse", "O", "Reverse", "Reverse the sort order", "View", False),
     UiAction("settings", "comma,f2", "Settings", "Open the settings", "App"),
     UiAction("help", "question_mark,f1", "Help", "Show keys and mouse help", "App"),

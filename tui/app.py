@@ -316,13 +316,16 @@ class TorrentApp(App[None]):
         return bool(getattr(d, name, False)) if d is not None else False
 
     def action_limits(self) -> None:
-        status = self._main().status if self._has_main() else None
-        current = (status.download_limit, status.upload_limit) if status else (None, None)
+        """Global limits: the same two settings the Settings screen edits, saved the same way."""
+        client = self.settings.client
+        current = (client.download_rate_limit, client.upload_rate_limit)
 
         def done(result: tuple[int | None, int | None] | None) -> None:
-            if result is not None:
-                down, up = result
-                self.run_engine("Limits", lambda: self.engine.set_limits(down, up))
+            if result is None:
+                return
+            down, up = result
+            new = replace(self.settings.client, download_rate_limit=down, upload_rate_limit=up)
+            self.apply_settings(new, self.settings.tui, "Speed limits saved")
 
         self.push_screen(SpeedLimitScreen("Global speed limits", *current), done)
 
@@ -340,9 +343,6 @@ class TorrentApp(App[None]):
                 self.run_engine("Limits", lambda: self.engine.set_torrent_limits(ih, down, up))
 
         self.push_screen(SpeedLimitScreen(f"Limits for {row.name}", *current), done)
-
-    def _has_main(self) -> bool:
-        return any(isinstance(s, MainScreen) for s in self.screen_stack)
 
     def action_cycle_filter(self) -> None:
         self._main().cycle_filter()
@@ -373,9 +373,16 @@ class TorrentApp(App[None]):
         self.push_screen(SettingsScreen(self.settings), self._settings_done)
 
     def _settings_done(self, result: tuple[ClientConfig, TuiSettings] | None) -> None:
-        if result is None:
-            return
-        client, tui = result
+        if result is not None:
+            self.apply_settings(*result, "Settings saved")
+
+    def apply_settings(self, client: ClientConfig, tui: TuiSettings, message: str) -> None:
+        """Make ``client``/``tui`` the settings: apply what can be applied live, save the file.
+
+        The one way settings change, whether from the Settings screen or the
+        ``l`` limits dialog, so the file, the screen and the engine never
+        disagree about a value.
+        """
         old = self.settings
         self.settings = replace(old, client=client, tui=tui, problem=None)
         # Live: limits, refresh rate, theme.  The rest applies on the next start.
@@ -401,10 +408,9 @@ class TorrentApp(App[None]):
         ]
         if self.persist_settings:
             self.run_engine("Save settings", partial(self._save_settings, client, tui))
-        msg = "Settings saved"
         if restart:
-            msg += f"; {', '.join(restart)} apply after a restart"
-        self.notify(msg, timeout=5)
+            message += f"; {', '.join(restart)} apply after a restart"
+        self.notify(message, timeout=5)
 
     async def _save_settings(self, client: ClientConfig, tui: TuiSettings) -> None:
         import asyncio

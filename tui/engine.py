@@ -40,7 +40,15 @@ from core.torrent import Torrent
 from core.types import InfoHash, PiecePriority
 
 from .engine_views import classify_source as classify_source
-from .engine_views import file_rows, info_view, is_magnet, peer_rows, piece_map
+from .engine_views import (
+    file_rows,
+    info_view,
+    is_magnet,
+    peer_rows,
+    piece_map,
+    wanted_bytes,
+    with_wanted,
+)
 from .engine_views import files_of as files_of
 from .engine_views import priority_change as priority_change
 from .model import FileRow, GlobalStatus, TorrentDetails
@@ -186,7 +194,13 @@ class RealEngine:
     # ------------------------------------------------------------------ getters
 
     def torrents(self) -> tuple[TorrentRow, ...]:
-        return self.client.snapshot().torrents
+        """The engine's rows, with progress and size over the wanted files (see ``with_wanted``)."""
+        rows = []
+        for row in self.client.snapshot().torrents:
+            t = self.client.torrent(row.info_hash)
+            wanted = wanted_bytes(t) if t is not None else None
+            rows.append(row if wanted is None else with_wanted(row, *wanted))
+        return tuple(rows)
 
     def status(self) -> GlobalStatus:
         snap = self.client.snapshot()

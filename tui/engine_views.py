@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from core.choker import is_snubbed
 from core.errors import MagnetError
-from core.events import PeerRow
+from core.events import PeerRow, TorrentRow
 from core.magnet import Magnet, parse_magnet
 from core.metainfo import Metainfo
 from core.piecestate import PieceState
@@ -124,6 +125,18 @@ def piece_cell(state: PieceState) -> PieceCell:
     return PieceCell.MISSING
 
 
+def with_wanted(row: TorrentRow, done: int, size: int) -> TorrentRow:
+    """``row`` with its size, bytes and progress counted over the wanted files only.
+
+    As in qBittorrent, a torrent whose selected files are all done reads
+    100% (and seeding), not the share of the whole torrent; the Info tab
+    keeps the whole-torrent figure.  Nothing wanted counts as done, as in
+    libtorrent.
+    """
+    progress = done / size if size else 1.0
+    return replace(row, size=size, bytes_done=done, progress=progress)
+
+
 def classify_source(source: str) -> str:
     """``"magnet"``, ``"url"`` or ``"file"``: how :meth:`Engine.add` reads a source."""
     s = source.strip()
@@ -158,6 +171,20 @@ def file_rows(t: Torrent) -> tuple[FileRow, ...]:
     return tuple(rows)
 
 
+def wanted_bytes(t: Torrent) -> tuple[int, int] | None:
+    """``(done, size)`` of the files not skipped, or None when no file is skipped.
+
+    None lets the caller keep the engine's whole-torrent figures, which are
+    then the same, without walking every file's pieces on each refresh.
+    """
+    if getattr(t, "info", None) is None:
+        return None
+    wanted = [f for f in t.files if f.priority != PiecePriority.NONE]
+    if len(wanted) == len(t.files):
+        return None
+    return sum(f.bytes_completed() for f in wanted), sum(f.length for f in wanted)
+
+
 def peer_rows(t: Torrent) -> tuple[PeerRow, ...]:
     """A torrent's connected peers as the peer table lists them."""
     now = time.monotonic()
@@ -189,6 +216,8 @@ def peer_rows(t: Torrent) -> tuple[PeerRow, ...]:
                     we_are_interested=conn.am_interested,
                     peer_chokes_us=conn.peer_choking,
                 ),
+                hash_failures=p.hash_failures,
+                on_parole=p.on_parole,
             )
         )
     return tuple(rows)
@@ -216,6 +245,9 @@ def info_view(t: Torrent, default_root: Path) -> TorrentInfoView:
         magnet = Magnet(ih, display_name=t.name).uri()
     except MagnetError:
         magnet = ""
+    done = t.bytes_completed()
+    wanted = [f for f in t.files if f.priority != PiecePriority.NONE]
+    wanted_done = done if len(wanted) == len(t.files) else sum(f.bytes_completed() for f in wanted)
     return TorrentInfoView(
         name=t.name,
         info_hash_v1=ih.v1.hex() if ih.v1 else None,
@@ -229,4 +261,9 @@ def info_view(t: Torrent, default_root: Path) -> TorrentInfoView:
         creation_date=mi.creation_date,
         private=t.info.private,
         magnet=magnet,
+        bytes_done=done,
+        wanted_size=sum(f.length for f in wanted),
+        wanted_done=wanted_done,
+        files=len(t.files),
+        wanted_files=len(wanted),
     )

@@ -35,6 +35,7 @@ from core.tracker.types import TrackerStatus
 from core.types import InfoHash, PiecePriority
 
 from .engine import classify_source, priority_change
+from .engine_views import with_wanted
 from .model import FileRow, GlobalStatus, PieceCell, PieceMap, TorrentDetails, TorrentInfoView
 
 #: Wall-clock base of every fake timestamp (2023-11-14 22:13:20 UTC).
@@ -262,7 +263,20 @@ class FakeEngine:
     # ------------------------------------------------------------------ getters
 
     def torrents(self) -> tuple[TorrentRow, ...]:
-        return tuple(ft.row for ft in self._torrents.values())
+        """Rows with progress over the wanted files, as :class:`~tui.engine.RealEngine` serves."""
+        rows = []
+        for ft in self._torrents.values():
+            wanted = self._wanted(ft)
+            rows.append(ft.row if wanted is None else with_wanted(ft.row, *wanted))
+        return tuple(rows)
+
+    @staticmethod
+    def _wanted(ft: _FakeTorrent) -> tuple[int, int] | None:
+        """``(done, size)`` of the files not skipped; None when none is skipped."""
+        wanted = [f for f in ft.files if f.priority != PiecePriority.NONE]
+        if len(wanted) == len(ft.files):
+            return None
+        return sum(f.bytes_done for f in wanted), sum(f.size for f in wanted)
 
     def status(self) -> GlobalStatus:
         rows = [ft.row for ft in self._torrents.values()]
@@ -321,6 +335,8 @@ class FakeEngine:
                     peer_choking=k % 5 == 0,
                     peer_interested=k % 3 == 1,
                     requests_outstanding=(k * 3) % 17,
+                    hash_failures=(k % 3) if k % 9 == 4 else 0,
+                    on_parole=k % 9 == 4,
                 )
             )
         return tuple(rows)
@@ -375,6 +391,7 @@ class FakeEngine:
     @staticmethod
     def _info(ft: _FakeTorrent) -> TorrentInfoView:
         ih = ft.row.info_hash
+        wanted = [f for f in ft.files if f.priority != PiecePriority.NONE]
         return TorrentInfoView(
             name=ft.row.name,
             info_hash_v1=ih.v1.hex() if ih.v1 else None,
@@ -388,6 +405,11 @@ class FakeEngine:
             creation_date=int(ft.row.added_time) - 86400,
             private=ft.row.size % 2 == 0,
             magnet=f"magnet:?xt=urn:btih:{ih.hex()}&dn={ft.row.name}",
+            bytes_done=ft.row.bytes_done,
+            wanted_size=sum(f.size for f in wanted),
+            wanted_done=sum(f.bytes_done for f in wanted),
+            files=len(ft.files),
+            wanted_files=len(wanted),
         )
 
     def preview_priorities(
@@ -479,6 +501,15 @@ class FakeEngine:
         ft = self._get(ih)
         chosen = set(indices)
         ft.files = tuple(replace(f, priority=prio) if f.index in chosen else f for f in ft.files)
+        # As the engine does: done with every wanted file means seeding, and
+        # wanting an unfinished file again means downloading.
+        wanted = [f for f in ft.files if f.priority != PiecePriority.NONE]
+        complete = all(f.bytes_done >= f.size for f in wanted)
+        if complete and ft.row.state is TorrentState.DOWNLOADING:
+            self.set_state(ih, TorrentState.SEEDING)
+            ft.row = replace(ft.row, down_rate=0.0, eta=None)
+        elif not complete and ft.row.state is TorrentState.SEEDING:
+            self.set_state(ih, TorrentState.DOWNLOADING)
 
     async def set_sequential(self, ih: InfoHash, on: bool) -> None:
         self.calls.append(("set_sequential", ih, on))

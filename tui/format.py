@@ -45,6 +45,21 @@ def limit(bps: int | None) -> str:
     return "∞" if bps is None else size(bps) + "/s"
 
 
+def rate_input(bps: int | None) -> str:
+    """A limit as typed into a form, read back exactly by :func:`parse_rate` ("" is unlimited).
+
+    The Settings screen and the limits dialog both use it, so one limit
+    reads the same in both.
+    """
+    if bps is None:
+        return ""
+    if bps % (1 << 20) == 0:
+        return f"{bps >> 20} MiB"
+    if bps % 1024 == 0:
+        return f"{bps >> 10} KiB"
+    return f"{bps} B"
+
+
 def eta(seconds: float | None) -> str:
     """Seconds left as ``"1h02m"``, ``"3m05s"``, ``"42s"``; a dash when unknown."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:

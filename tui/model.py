@@ -86,7 +86,7 @@ class PieceMap:
 
 @dataclass(frozen=True, slots=True)
 class TorrentInfoView:
-    """The Info tab: static facts about a torrent."""
+    """The Info tab: facts about a torrent, and its progress over the wanted files and the whole."""
 
     name: str
     info_hash_v1: str | None
@@ -100,6 +100,25 @@ class TorrentInfoView:
     creation_date: int | None
     private: bool
     magnet: str
+    #: Payload bytes verified, of ``size`` (the whole torrent).
+    bytes_done: int = 0
+    #: Size and verified bytes of the files not skipped: the figures the
+    #: torrent list shows (equal to the whole torrent's when nothing is skipped).
+    wanted_size: int = 0
+    wanted_done: int = 0
+    #: Payload files, and how many of them are not skipped.
+    files: int = 0
+    wanted_files: int = 0
+
+    @property
+    def progress(self) -> float:
+        """Whole-torrent progress, 0.0-1.0."""
+        return self.bytes_done / self.size if self.size else 1.0
+
+    @property
+    def wanted_progress(self) -> float:
+        """Progress of the wanted files, 0.0-1.0 (1.0 when nothing is wanted, as libtorrent)."""
+        return self.wanted_done / self.wanted_size if self.wanted_size else 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,6 @@ from textual.widgets import Button, Input, Label
 from tui import format as fmt
 
 
-def _shown(limit: int | None) -> str:
-    if limit is None:
-        return ""
-    return f"{limit / 1024:g} KiB" if limit % 1024 == 0 else f"{limit} B"
-
-
 class SpeedLimitScreen(ModalScreen[tuple[int | None, int | None] | None]):
     """Returns ``(download, upload)`` in bytes/s (None: unlimited), or None on cancel.
 
@@ -39,9 +33,9 @@ class SpeedLimitScreen(ModalScreen[tuple[int | None, int | None] | None]):
         with Vertical(classes="dialog", id="limits-box"):
             yield Label(self.title_text, classes="dialog-title")
             yield Label("Download (KiB/s, or with a unit; empty = unlimited)")
-            yield Input(_shown(self.download), placeholder="unlimited", id="limit-down")
+            yield Input(fmt.rate_input(self.download), placeholder="unlimited", id="limit-down")
             yield Label("Upload")
-            yield Input(_shown(self.upload), placeholder="unlimited", id="limit-up")
+            yield Input(fmt.rate_input(self.upload), placeholder="unlimited", id="limit-up")
             yield Label("", id="limit-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Apply", variant="primary", id="limit-ok")

@@ -31,7 +31,7 @@ from tui.widgets.info_pane import InfoPane
 from tui.widgets.peer_table import PeerTable
 from tui.widgets.piece_map import PieceMapWidget
 from tui.widgets.status_pane import StatusPane
-from tui.widgets.torrent_table import FILTERS, TorrentTable
+from tui.widgets.torrent_table import COLUMN_KEYS, FILTERS, TorrentTable
 from tui.widgets.tracker_table import TrackerTable
 
 if TYPE_CHECKING:
@@ -45,6 +45,9 @@ DETAIL_TABS = (
     ("tab-trackers", "Trackers", "4"),
     ("tab-info", "Info", "5"),
 )
+
+#: Narrowest terminal whose footer fits every key in the roomy style, with the palette hint.
+WIDE_FOOTER = 120
 
 
 class MainScreen(Screen[None]):
@@ -100,8 +103,20 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#search", Input).display = False
+        # Tab moves between the list and the content of the detail tab, as in
+        # qBittorrent: a tab strip with focus would take the arrow keys (Right
+        # switching tabs instead of opening a folder).  Strips are switched
+        # with 1-5, f and the mouse instead.
+        for strip in self.query(Tabs):
+            strip.can_focus = False
         self.query_one(TorrentTable).focus()
         self._show_sort()
+
+    def on_resize(self) -> None:
+        """Narrow terminals get the compact footer without the palette hint (ctrl+p still works)."""
+        footer = self.query_one(Footer)
+        footer.compact = self.size.width < WIDE_FOOTER
+        footer.show_command_palette = self.size.width >= WIDE_FOOTER
 
     # ------------------------------------------------------------------ data in
 
@@ -200,8 +215,14 @@ class MainScreen(Screen[None]):
         if reverse:
             table.sort_by(table.sort_column, not table.sort_reverse)
         else:
-            keys = [str(k.value) for k in table.columns]
-            table.sort_by(keys[(keys.index(table.sort_column) + 1) % len(keys)], False)
+            # The next column on screen (the sort column may have dropped out).
+            keys = COLUMN_KEYS
+            start = keys.index(table.sort_column)
+            for step in range(1, len(keys) + 1):
+                key = keys[(start + step) % len(keys)]
+                if key in table.shown_columns:
+                    table.sort_by(key, False)
+                    return
 
     @on(TorrentTable.SortChanged)
     def _sort_changed(self) -> None:
@@ -213,7 +234,24 @@ class MainScreen(Screen[None]):
         self.query_one("#sort-label", Label).update(f"sort: {table.sort_column} {arrow}")
 
     def action_show_tab(self, pane: str) -> None:
-        self.query_one("#detail-tabs", TabbedContent).active = pane
+        tabs = self.query_one("#detail-tabs", TabbedContent)
+        focused = self.focused
+        in_detail = focused is not None and tabs in focused.ancestors
+        tabs.active = pane
+        if in_detail:
+            # Focus was in the old tab's content: keep it in the detail area.
+            self.focus_detail()
+
+    def focus_detail(self) -> None:
+        """Focus the active detail tab's content (if it takes focus; else leave focus alone)."""
+        tabs = self.query_one("#detail-tabs", TabbedContent)
+        active = tabs.active_pane
+        if active is None:
+            return
+        for widget in active.query("*"):
+            if widget.focusable:
+                widget.focus()
+                return
 
     # ------------------------------------------------------------------ widget requests
 

@@ -27,10 +27,6 @@ from tui import format as fmt
 from tui.settings import THEMES, Settings, TuiSettings
 
 
-def _rate_text(value: int | None) -> str:
-    return "" if value is None else f"{value / 1024:g} KiB" if value % 1024 == 0 else f"{value} B"
-
-
 class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
     """The form (see the module docstring)."""
 
@@ -67,14 +63,17 @@ class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
                 )
                 yield Label("Download limit (empty = unlimited)")
                 yield Input(
-                    _rate_text(c.download_rate_limit), id="set-download_rate_limit", compact=True
+                    fmt.rate_input(c.download_rate_limit),
+                    id="set-download_rate_limit",
+                    compact=True,
                 )
                 yield Label("Upload limit (empty = unlimited)")
                 yield Input(
-                    _rate_text(c.upload_rate_limit), id="set-upload_rate_limit", compact=True
+                    fmt.rate_input(c.upload_rate_limit), id="set-upload_rate_limit", compact=True
                 )
                 yield Label("Seed after downloading")
-                yield Checkbox("", c.seed, id="set-seed", compact=True)
+                # A checkbox with an empty label renders as a clipped "▐X…".
+                yield Checkbox("keep uploading once complete", c.seed, id="set-seed", compact=True)
                 yield Label("Refresh rate (per second)")
                 yield Input(
                     f"{t.refresh_rate:g}", id="set-refresh_rate", type="number", compact=True

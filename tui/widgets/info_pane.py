@@ -1,4 +1,8 @@
-"""The Info tab: static facts about the selected torrent, with a copyable magnet link.
+"""The Info tab: facts about the selected torrent and its progress, with a copyable magnet link.
+
+Progress is given twice: over the files the user wants (the figure the
+torrent list shows) and over the whole torrent, so skipped files never hide
+how much of the torrent is really on disk.
 
 Input: a :class:`tui.model.TorrentInfoView` (or None while metadata is
 unknown).  The text is selectable with the mouse (Textual's text selection);
@@ -19,7 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tui.format import size
+from tui.format import percent, size
 from tui.model import TorrentInfoView
 
 __all__ = ["InfoPane", "info_lines"]
@@ -43,6 +47,16 @@ def info_lines(info: TorrentInfoView) -> list[tuple[str, str]]:
         ("Info-hash v1", info.info_hash_v1 or "-"),
         ("Info-hash v2", info.info_hash_v2 or "-"),
         ("Size", f"{size(info.size)} ({info.size:,} bytes)"),
+        # The list shows the first figure (the files wanted), the second is the whole torrent.
+        (
+            "Progress",
+            f"{percent(info.wanted_progress)} of {size(info.wanted_size)} selected"
+            f" ({info.wanted_files} of {info.files} files)",
+        ),
+        (
+            "Whole torrent",
+            f"{percent(info.progress)} ({size(info.bytes_done)} of {size(info.size)})",
+        ),
         ("Pieces", pieces),
         ("Save path", info.save_path),
         ("Comment", info.comment or "-"),

@@ -3,7 +3,9 @@
 Input: :class:`core.events.PeerRow` values through :meth:`PeerTable.update_data`.
 Nothing here talks to the engine.  The flags column uses a compact letter
 code in the spirit of libtorrent / qBittorrent, explained by :data:`FLAG_LEGEND`
-(also the table's tooltip).
+(also the table's tooltip).  The Fail column says how many failed pieces a
+peer sent data for and ``P`` while it is on parole (see :data:`FAIL_LEGEND`):
+the user sees a suspect before it is banned.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tui.format import percent, rate
 
 from .keyed_table import Column, KeyedTable, Row
 
-__all__ = ["FLAG_LEGEND", "PeerTable", "format_address", "peer_flags"]
+__all__ = ["FAIL_LEGEND", "FLAG_LEGEND", "PeerTable", "fail_cell", "format_address", "peer_flags"]
 
 #: What each flag letter means, in the order :func:`peer_flags` writes them.
 FLAG_LEGEND = (
@@ -57,6 +59,20 @@ def peer_flags(p: PeerRow) -> str:
     return " ".join(flags)
 
 
+#: What the Fail column shows.
+FAIL_LEGEND = (
+    "N failed pieces it sent data for (alone or with others)\n"
+    "P on parole: suspected of bad data, it only gets whole pieces of its own"
+)
+
+
+def fail_cell(p: PeerRow) -> str:
+    """The Fail column: ``""`` for a clean peer, else the count and ``P`` on parole (``"2 P"``)."""
+    if not p.hash_failures and not p.on_parole:
+        return ""
+    return f"{p.hash_failures} P" if p.on_parole else str(p.hash_failures)
+
+
 def format_address(address: Address) -> str:
     """``host:port``, with brackets around an IPv6 host: the key of a peer's row."""
     host, port = address
@@ -75,6 +91,7 @@ def _peer_row(p: PeerRow) -> Row:
         Text(rate(p.down_rate), justify="right"),
         Text(rate(p.up_rate), justify="right"),
         Text(reqs, justify="right"),
+        Text(fail_cell(p), justify="right"),
     )
     raw = (
         (0 if ":" not in p.address[0] else 1, p.address),
@@ -85,6 +102,7 @@ def _peer_row(p: PeerRow) -> Row:
         p.down_rate,
         p.up_rate,
         p.requests_outstanding,
+        (p.hash_failures, p.on_parole),
     )
     return cells, raw
 
@@ -101,13 +119,14 @@ class PeerTable(KeyedTable):
         Column("down", "Down", 11),
         Column("up", "Up", 11),
         Column("requests", "Reqs", 4),
+        Column("fail", "Fail", 4),
     )
 
     def __init__(
         self, *, id: str | None = None, classes: str | None = None, name: str | None = None
     ) -> None:
         super().__init__(id=id, classes=classes, name=name)
-        self.tooltip = "Flags:\n" + FLAG_LEGEND
+        self.tooltip = "Flags:\n" + FLAG_LEGEND + "\n\nFail:\n" + FAIL_LEGEND
 
     def update_data(self, peers: Sequence[PeerRow]) -> int:
         """Show ``peers``: add new addresses, drop gone ones, rewrite only changed cells.

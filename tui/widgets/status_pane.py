@@ -1,18 +1,35 @@
-"""The status pane: global rates with sparklines, limits, peers, port, disk, totals, errors.
+"""The status pane: global rates with sparklines, limits, session totals, peers, port, disk, errors.
 
-It keeps the last :data:`HISTORY` rate samples itself (one per refresh) so
-the sparklines need nothing from the engine beyond :class:`GlobalStatus`.
-Labels are only rewritten when their text changes, which keeps redraws
-over SSH to the cells that actually moved.
+Two lines, one per direction, in aligned columns::
+
+    ↓ 4.71 MiB/s  ▂▄▆█▅▃  limit 1.00 MiB/s  session 566 MiB  98 peers  port 51413  free 412 GiB
+    ↑ 4.63 MiB/s  ▁▂▃▂▁▂  limit ∞           session 340 MiB  ratio 0.60  1 error
+
+Every cell is one widget as wide as the longest text it can show (worked out
+from the formatters in :mod:`tui.format`, so a format change cannot clip a
+unit again), with a gap after it.  Inside a cell, label and value are
+separate spans joined by a bare space: no styled span starts or ends with a
+space, because SVG renderers that drop such spaces run the words together
+in screenshots.
+
+On a narrow terminal the least useful cells drop out first (sparklines,
+port, DHT, session totals, peers, ratio); rates, limits, free space and
+errors always stay.  The pane keeps the last :data:`HISTORY` rate samples
+itself (one per refresh) so the sparklines need nothing from the engine
+beyond :class:`GlobalStatus`.  A cell is only rewritten when its text
+changes, which keeps redraws over SSH to the cells that actually moved.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
 from tui import format as fmt
@@ -20,23 +37,101 @@ from tui.model import GlobalStatus
 
 #: Samples kept for each sparkline (at 4 Hz: the last 15 seconds).
 HISTORY = 60
+#: Columns between two cells.
+GAP = 2
+SPARKLINE_WIDTH = 20
+
+_BIGGEST = (1 << 60) - 1  # beyond every unit the formatter has
+
+
+def _widest_size() -> int:
+    """The longest :func:`fmt.size` text: just under each unit's rollover, e.g. ``1024 KiB``."""
+    probes = [1023.9 * 1024**k for k in range(1, 6)] + [_BIGGEST]
+    return max(len(fmt.size(p)) for p in probes)
+
+
+_SIZE = _widest_size()
+_RATE = _SIZE + len("/s")
+
+#: Width of each cell: its longest text.  Counts (peers, errors) are sized
+#: for a plausible maximum and grow past it rather than clip.
+CELL_WIDTHS: dict[str, int] = {
+    "rate": len("↓ ") + _RATE,
+    "limit": len("limit ") + max(_RATE, len(fmt.limit(None))),
+    "session": len("session ") + _SIZE,
+    "peers": len("9999 peers"),
+    "port": len("port 65535"),
+    "free": len("free ") + _SIZE,
+    "dht": len("DHT 99999"),
+    "ratio": len("ratio 99.99"),
+    "errors": len("99 errors"),
+}
+
+#: The cells right of the shared columns, per line.
+TOP_CELLS = ("peers", "port", "free", "dht")
+BOTTOM_CELLS = ("ratio", "errors")
+#: Shared columns (one cell on each line), left to right.
+SHARED = ("rate", "spark", "limit", "session")
+#: What goes first when the pane is too narrow, in order.  Rates, limits,
+#: free space and errors are never dropped: they are what the pane is for.
+DROP_ORDER = ("spark", "port", "dht", "session", "peers", "ratio")
+
+
+@dataclass(frozen=True, slots=True)
+class _Need:
+    """Room a cell takes: its width plus the gap after it."""
+
+    name: str
+    width: int
+
+
+def visible_cells(width: int, shown: Iterable[str] = ()) -> frozenset[str]:
+    """Which cells fit in ``width`` columns, dropping by :data:`DROP_ORDER`.
+
+    ``shown`` names the optional cells that have something to show now (DHT
+    only with a DHT, errors only with errors); the rest are always laid out
+    so cells do not jump about as values come and go.  Pure, for tests.
+    """
+    present = set(shown)
+    widths = {name: w + GAP for name, w in CELL_WIDTHS.items()}
+    widths["spark"] = SPARKLINE_WIDTH + GAP
+    optional = {"dht", "errors"}
+    top = [n for n in (*SHARED, *TOP_CELLS) if n not in optional or n in present]
+    bottom = [n for n in (*SHARED, *BOTTOM_CELLS) if n not in optional or n in present]
+    keep = set(top) | set(bottom)
+
+    def overflows(line: list[str]) -> bool:
+        # The last cell needs no gap after it.
+        return sum(widths[n] for n in line if n in keep) - GAP > width
+
+    for name in DROP_ORDER:
+        if not (overflows(top) or overflows(bottom)):
+            break
+        keep.discard(name)
+    return frozenset(keep)
+
+
+def _cell(*parts: tuple[str, str]) -> Text:
+    """Spans joined by bare spaces (see the module docstring for why)."""
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    for i, (part, style) in enumerate(parts):
+        if i:
+            text.append(" ")
+        text.append(part, style)
+    return text
 
 
 class StatusPane(Vertical):
-    """Two lines at the bottom of the main screen (see the module docstring).
+    """Two lines at the bottom of the main screen (see the module docstring)."""
 
-    ``↓ rate  sparkline  limit  peers, port, free disk``
-    ``↑ rate  sparkline  limit  session totals, ratio, errors``
-    """
-
-    DEFAULT_CSS = """
-    StatusPane { height: 2; }
-    StatusPane > Horizontal { height: 1; }
-    StatusPane Static { width: auto; padding: 0 1 0 0; }
-    StatusPane .rate { width: 14; }
-    StatusPane .limit { width: 16; color: $text-muted; }
-    StatusPane Sparkline { width: 20; margin: 0 1 0 0; }
-    StatusPane .rest { width: 1fr; }
+    DEFAULT_CSS = f"""
+    StatusPane {{ height: 2; }}
+    StatusPane > Horizontal {{ height: 1; }}
+    StatusPane Static {{ width: auto; margin: 0 {GAP} 0 0; }}
+    StatusPane .rate {{ min-width: {CELL_WIDTHS["rate"]}; }}
+    StatusPane .limit {{ min-width: {CELL_WIDTHS["limit"]}; color: $text-muted; }}
+    StatusPane .session {{ min-width: {CELL_WIDTHS["session"]}; }}
+    StatusPane Sparkline {{ width: {SPARKLINE_WIDTH}; margin: 0 {GAP} 0 0; }}
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -44,15 +139,24 @@ class StatusPane(Vertical):
         self.down_history: deque[float] = deque(maxlen=HISTORY)
         self.up_history: deque[float] = deque(maxlen=HISTORY)
         self._texts: dict[str, str] = {}
+        self._visible: frozenset[str] | None = None
         self.status: GlobalStatus | None = None
 
     def compose(self) -> ComposeResult:
-        for way in ("down", "up"):
+        for way, tail in (("down", TOP_CELLS), ("up", BOTTOM_CELLS)):
             with Horizontal():
                 yield Static("", id=f"status-{way}", classes="rate")
-                yield Sparkline([], id=f"spark-{way}")
+                yield Sparkline([], id=f"spark-{way}", classes="spark")
                 yield Static("", id=f"status-{way}-limit", classes="limit")
-                yield Static("", id=f"status-{way}-rest", classes="rest")
+                yield Static("", id=f"status-{way}-session", classes="session")
+                for name in tail:
+                    width = CELL_WIDTHS[name]
+                    cell = Static("", id=f"status-{name}", classes=name)
+                    cell.styles.min_width = width
+                    yield cell
+
+    def on_resize(self) -> None:
+        self._layout()
 
     def update_status(self, status: GlobalStatus) -> None:
         """Show ``status`` and append its rates to the sparklines."""
@@ -61,37 +165,60 @@ class StatusPane(Vertical):
         self.up_history.append(status.up_rate)
         self.query_one("#spark-down", Sparkline).data = list(self.down_history)
         self.query_one("#spark-up", Sparkline).data = list(self.up_history)
-        self._set("status-down", Text.assemble(("↓ ", "bold"), fmt.rate(status.down_rate)))
-        self._set("status-up", Text.assemble(("↑ ", "bold"), fmt.rate(status.up_rate)))
-        self._set("status-down-limit", Text(f"limit {fmt.limit(status.download_limit)}"))
-        self._set("status-up-limit", Text(f"limit {fmt.limit(status.upload_limit)}"))
-        top, bottom = self.describe(status)
-        self._set("status-down-rest", top)
-        self._set("status-up-rest", bottom)
+        for widget_id, text in self.cells(status).items():
+            self._set(widget_id, text)
+        self._layout()
 
     @staticmethod
-    def describe(status: GlobalStatus) -> tuple[Text, Text]:
-        """The text right of the limits: connections and disk; session totals and errors."""
-        top = Text(no_wrap=True, overflow="ellipsis")
-        top.append(str(status.peers), "bold")
-        top.append(" peers   port ", "dim")
-        top.append(str(status.listen_port) if status.listen_port else "-", "bold")
-        top.append("   free ", "dim")
-        top.append(fmt.size(status.free_disk) if status.free_disk is not None else "?", "bold")
-        if status.dht_nodes:
-            top.append("   DHT ", "dim")
-            top.append(str(status.dht_nodes), "bold")
-        bottom = Text(no_wrap=True, overflow="ellipsis")
-        bottom.append("session ", "dim")
-        bottom.append(
-            f"↓{fmt.size(status.session_downloaded)} ↑{fmt.size(status.session_uploaded)}"
-        )
-        bottom.append("   ratio ", "dim")
-        bottom.append(fmt.ratio(status.ratio), "bold")
+    def cells(status: GlobalStatus) -> dict[str, Text]:
+        """Every cell's text, by widget id (empty: nothing to show)."""
+
+        def limit(value: int | None) -> Text:
+            # A limit in force stands out; "∞" stays quiet.
+            return _cell(("limit", "dim"), (fmt.limit(value), "dim" if value is None else "bold"))
+
+        errors = Text(end="")
         if status.errors:
             noun = "error" if status.errors == 1 else "errors"
-            bottom.append(f"   {status.errors} {noun}", "bold red")
-        return top, bottom
+            errors = Text(f"{status.errors} {noun}", "bold red", end="")
+        port = str(status.listen_port) if status.listen_port else "-"
+        free = fmt.size(status.free_disk) if status.free_disk is not None else "?"
+        return {
+            "status-down": _cell(("↓", "bold"), (fmt.rate(status.down_rate), "bold")),
+            "status-up": _cell(("↑", "bold"), (fmt.rate(status.up_rate), "bold")),
+            "status-down-limit": limit(status.download_limit),
+            "status-up-limit": limit(status.upload_limit),
+            "status-down-session": _cell(
+                ("session", "dim"), (fmt.size(status.session_downloaded), "bold")
+            ),
+            "status-up-session": _cell(
+                ("session", "dim"), (fmt.size(status.session_uploaded), "bold")
+            ),
+            "status-peers": _cell((str(status.peers), "bold"), ("peers", "dim")),
+            "status-port": _cell(("port", "dim"), (port, "bold")),
+            "status-free": _cell(("free", "dim"), (free, "bold")),
+            "status-dht": _cell(("DHT", "dim"), (str(status.dht_nodes), "bold"))
+            if status.dht_nodes
+            else Text(end=""),
+            "status-ratio": _cell(("ratio", "dim"), (fmt.ratio(status.ratio), "bold")),
+            "status-errors": errors,
+        }
+
+    def _layout(self) -> None:
+        """Show the cells that fit the pane's width (see :func:`visible_cells`)."""
+        status = self.status
+        shown = []
+        if status is not None and status.dht_nodes:
+            shown.append("dht")
+        if status is not None and status.errors:
+            shown.append("errors")
+        visible = visible_cells(self.size.width, shown)
+        if visible == self._visible:
+            return
+        self._visible = visible
+        for name in ("spark", "limit", "session", *TOP_CELLS, *BOTTOM_CELLS):
+            for widget in self.query(f".{name}").results(Widget):
+                widget.display = name in visible
 
     def _set(self, widget_id: str, text: Text) -> None:
         plain = text.plain

@@ -41,10 +41,18 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("ratio", "Ratio", 5),
     ("added", "Added", 10),
 )
-#: Narrowest the name column gets, however small the terminal.
-MIN_NAME_WIDTH = 16
+#: Narrowest the name column gets: other columns drop out before it shrinks below this.
+MIN_NAME_WIDTH = 28
 COLUMN_KEYS = tuple(c[0] for c in COLUMNS)
 COLUMN_TITLES = {c[0]: c[1] for c in COLUMNS}
+COLUMN_WIDTHS = {c[0]: c[2] or 0 for c in COLUMNS}
+#: What gives way, in order, when the table is too narrow for every column:
+#: whole columns, or ``"bar"``, the progress bar (the percentage stays).
+#: The name and the progress percentage always stay.
+#: Added goes after Ratio because the list is sorted by it until the user says otherwise.
+DROP_ORDER = ("ratio", "added", "bar", "peers", "size", "up", "eta", "down", "state")
+#: Width of the progress column without its bar: its header's ("99.9%" is shorter).
+COMPACT_PROGRESS_WIDTH = len(COLUMN_TITLES["progress"])
 
 #: Filters offered by the state filter, in cycling order.
 FILTERS = ("all", "downloading", "seeding", "paused", "error")
@@ -107,13 +115,44 @@ def matches(row: TorrentRow, state_filter: str, search: str) -> bool:
     return not search or search.lower() in row.name.lower()
 
 
-def _cells(row: TorrentRow, styles: dict[TorrentState, str]) -> dict[str, SortCell]:
-    """Every displayed cell of one row (the name cell knows its row key, for sorting)."""
-    progress = fmt.bar(row.progress, _PROGRESS_BAR_WIDTH) + " " + fmt.percent(row.progress)
+def fit_columns(width: int, cell_padding: int = 1) -> tuple[tuple[str, ...], bool]:
+    """The columns that fit in ``width`` cells, in display order, and whether the progress bar does.
+
+    Drops by :data:`DROP_ORDER` until the name gets at least
+    :data:`MIN_NAME_WIDTH`; the name takes whatever is left.  Pure, for tests.
+    """
+    keep = set(COLUMN_KEYS)
+    bar = True
+
+    def needed() -> int:
+        total = MIN_NAME_WIDTH + 2 * cell_padding
+        for key in keep - {"name"}:
+            w = COLUMN_WIDTHS[key]
+            if key == "progress" and not bar:
+                w = COMPACT_PROGRESS_WIDTH
+            total += w + 2 * cell_padding
+        return total
+
+    for what in DROP_ORDER:
+        if needed() <= width:
+            break
+        if what == "bar":
+            bar = False
+        else:
+            keep.discard(what)
+    return tuple(k for k in COLUMN_KEYS if k in keep), bar
+
+
+def _cells(row: TorrentRow, styles: dict[TorrentState, str], bar: bool) -> dict[str, SortCell]:
+    """Every cell of one row (the name cell knows its row key, for sorting)."""
+    if bar:
+        progress = fmt.bar(row.progress, _PROGRESS_BAR_WIDTH) + " " + fmt.percent(row.progress)
+    else:
+        progress = fmt.percent(row.progress)
     return {
         "name": SortCell(row.name, row.name.lower(), row_key=row_key(row.info_hash)),
         "size": SortCell(fmt.size(row.size), row.size, justify="right"),
-        "progress": SortCell(progress, row.progress),
+        "progress": SortCell(progress, row.progress, justify=None if bar else "right"),
         "state": SortCell(fmt.state(row.state), row.state.value, style=styles[row.state]),
         "down": SortCell(fmt.rate(row.down_rate), row.down_rate, justify="right"),
         "up": SortCell(fmt.rate(row.up_rate), row.up_rate, justify="right"),
@@ -161,6 +200,9 @@ class TorrentTable(DataTable[Text]):
         self._selected: str | None = None
         #: Rows whose data changed while scrolled out of view: formatted when shown.
         self._dirty: set[str] = set()
+        #: The columns on screen (see :func:`fit_columns`) and whether progress has its bar.
+        self.shown_columns: tuple[str, ...] = COLUMN_KEYS
+        self.progress_bar = True
 
     def on_mount(self) -> None:
         for key, title, width in COLUMNS:
@@ -169,12 +211,38 @@ class TorrentTable(DataTable[Text]):
         self._update_headers()
 
     def on_resize(self) -> None:
+        self._fit_columns()
         self._fit_name()
 
+    def _fit_columns(self) -> None:
+        """Show the columns that fit (see :func:`fit_columns`); rare, so it may rewrite cells."""
+        available = self.size.width - self.styles.scrollbar_size_vertical
+        keys, bar = fit_columns(available, self.cell_padding)
+        if (keys, bar) == (self.shown_columns, self.progress_bar):
+            return
+        self.shown_columns, self.progress_bar = keys, bar
+        with self.app.batch_update():
+            for column_key in [k for k in self.columns if k.value != "name"]:
+                self.remove_column(column_key)
+            for column in keys[1:]:
+                width = COLUMN_WIDTHS[column]
+                if column == "progress" and not bar:
+                    width = COMPACT_PROGRESS_WIDTH
+                self.add_column(COLUMN_TITLES[column], key=column, width=width, default=Text(""))
+            # Every row's new cells are written when it is next on screen.
+            for row, texts in self._shown.items():
+                self._shown[row] = (texts[0],) + ("\0",) * (len(keys) - 1)
+            self._dirty.update(self._shown)
+            self._flush_visible()
+        self._update_headers()
+
     def _fit_name(self) -> None:
-        """Give the name column whatever width the fixed columns leave (DataTable has no flex)."""
-        fixed = sum(width or 0 for _, _, width in COLUMNS)
-        padding = 2 * self.cell_padding * len(COLUMNS)
+        """Give the name column whatever width the other columns leave (DataTable has no flex)."""
+        others = [k for k in self.shown_columns if k != "name"]
+        fixed = sum(COLUMN_WIDTHS[k] for k in others)
+        if "progress" in others and not self.progress_bar:
+            fixed += COMPACT_PROGRESS_WIDTH - COLUMN_WIDTHS["progress"]
+        padding = 2 * self.cell_padding * len(self.shown_columns)
         scrollbar = self.styles.scrollbar_size_vertical
         width = max(MIN_NAME_WIDTH, self.size.width - fixed - padding - scrollbar)
         column = self.columns.get(ColumnKey("name"))
@@ -281,9 +349,10 @@ class TorrentTable(DataTable[Text]):
             self._flush_visible()
 
     def _add(self, key: str, row: TorrentRow) -> None:
-        cells = _cells(row, self._styles)
-        self.add_row(*(cells[c] for c in COLUMN_KEYS), key=key)
-        self._shown[key] = tuple(cells[c].plain for c in COLUMN_KEYS)
+        cells = _cells(row, self._styles, self.progress_bar)
+        columns = self.shown_columns
+        self.add_row(*(cells[c] for c in columns), key=key)
+        self._shown[key] = tuple(cells[c].plain for c in columns)
 
     def _remove(self, key: str) -> None:
         try:
@@ -294,11 +363,11 @@ class TorrentTable(DataTable[Text]):
         self._dirty.discard(key)
 
     def _update(self, key: str, row: TorrentRow) -> int:
-        cells = _cells(row, self._styles)
+        cells = _cells(row, self._styles, self.progress_bar)
         before = self._shown[key]
         texts = []
         n = 0
-        for i, col in enumerate(COLUMN_KEYS):
+        for i, col in enumerate(self.shown_columns):
             cell = cells[col]
             texts.append(cell.plain)
             if cell.plain != before[i]:
