@@ -365,3 +365,37 @@ async def test_quit_closes_engine() -> None:
         await pilot.press("q")
         await pilot.pause()
         assert engine.closed
+
+
+async def test_add_dialog_shows_names_made_safe() -> None:
+    """A torrent whose names had to be sanitized: each file says what it was called."""
+    from core.bencoding import encode
+    from core.metainfo import Metainfo
+    from tui.engine_views import files_of
+
+    files = [
+        {b"length": 100, b"path": [b"[Group] ok.mkv"]},
+        {b"length": 100, b"path": [b"..", b"x"]},
+    ]
+    info = {b"files": files, b"name": b"a/b", b"piece length": 16384, b"pieces": bytes(20)}
+    rows = files_of(Metainfo.from_bytes(encode({b"info": info})))
+    assert [(r.path, r.renamed_from) for r in rows] == [
+        ("[Group] ok.mkv", "a/b/[Group] ok.mkv"),
+        ("_/x", "ab/../x"),
+    ]
+    engine = FakeEngine(metadata_files=rows)
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("a")
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#add-source", Input).value = "odd.torrent"
+        await pilot.press("enter")
+        await settle(pilot)
+        note = str(screen.query_one("#add-renamed", Label).render())
+        assert "2 names were made safe" in note
+        picker = screen.query_one("#add-files", SelectionList)
+        prompts = [str(picker.get_option_at_index(i).prompt) for i in range(2)]
+        assert "[Group] ok.mkv" in prompts[0] and "was 'a/b/[Group] ok.mkv'" in prompts[0]
+        assert prompts[1].startswith("_/x") and "was 'ab/../x'" in prompts[1]

@@ -80,6 +80,10 @@ def files_of(mi: Metainfo) -> tuple[FileRow, ...]:
     """The payload files of a parsed torrent, as the add dialog lists them (nothing done)."""
     info = mi.info
     single = len(info.payload_files()) == 1
+    # Sanitized names (core.safepath): each file says what the torrent called
+    # it, the torrent's own name included, so nothing lands somewhere unexpected.
+    originals = {r.safe: r.original for r in mi.renamed_paths}
+    old_name = originals.get(info.name)
     rows = []
     for index, entry in enumerate(info.files):
         if entry.is_padding:
@@ -87,6 +91,10 @@ def files_of(mi: Metainfo) -> tuple[FileRow, ...]:
         pieces = info.file_pieces(index) if entry.length else range(0)
         first = pieces.start if pieces else 0
         path = "/".join(entry.path) if entry.path and not single else info.name
+        shown = info.display_path(entry)
+        original = originals.get(shown)
+        if original is None and old_name is not None:
+            original = "/".join((old_name, *entry.path))
         rows.append(
             FileRow(
                 index=index,
@@ -96,6 +104,7 @@ def files_of(mi: Metainfo) -> tuple[FileRow, ...]:
                 priority=PiecePriority.NORMAL,
                 first_piece=first,
                 last_piece=max(first, pieces.stop - 1) if pieces else first,
+                renamed_from=original,
             )
         )
     return tuple(rows)

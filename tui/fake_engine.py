@@ -144,6 +144,8 @@ class FakeEngine:
     fail: dict[str, Exception] = field(default_factory=dict)
     #: When set, ``fetch_metadata`` waits for it (tests show "fetching metadata").
     metadata_gate: asyncio.Event | None = None
+    #: When set, what ``fetch_metadata`` returns (e.g. files renamed to be safe).
+    metadata_files: tuple[FileRow, ...] | None = None
     started: bool = False
     closed: bool = False
     ticks: int = 0
@@ -463,6 +465,8 @@ class FakeEngine:
         if self.metadata_gate is not None:
             await self.metadata_gate.wait()
         self._raise("fetch_metadata")
+        if self.metadata_files is not None:
+            return self.metadata_files
         n = self._next
         return _file_tree(_WORDS[n % len(_WORDS)], self.script.files, 1 << 16)
 

@@ -49,6 +49,9 @@ class FileRow:
     priority: PiecePriority
     first_piece: int
     last_piece: int
+    #: The path the torrent gave (``name/dir/file``) when it had to be made
+    #: safe (core.safepath), so the add dialog can say where a file really goes.
+    renamed_from: str | None = None
 
     @property
     def progress(self) -> float:

@@ -21,6 +21,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Button, Input, Label, LoadingIndicator, SelectionList
@@ -112,6 +113,7 @@ class AddTorrentScreen(ModalScreen[AddRequest | None]):
                 yield LoadingIndicator()
                 yield Label("fetching metadata…", id="add-fetching-label")
             yield Label("", id="add-error", classes="error")
+            yield Label("", id="add-renamed", classes="note")
             yield SelectionList[int](id="add-files")
             yield Label("", id="add-summary")
             with Horizontal(classes="buttons"):
@@ -122,6 +124,7 @@ class AddTorrentScreen(ModalScreen[AddRequest | None]):
     def on_mount(self) -> None:
         self.query_one("#add-fetching").display = False
         self.query_one("#add-files").display = False
+        self.query_one("#add-renamed").display = False
         self.query_one("#add-source", Input).focus()
 
     # ------------------------------------------------------------------ loading
@@ -168,9 +171,14 @@ class AddTorrentScreen(ModalScreen[AddRequest | None]):
         self.loaded_source = source
         picker = self.query_one("#add-files", SelectionList)
         picker.clear_options()
-        picker.add_options(
-            Selection(f"{f.path}  [dim]{fmt.size(f.size)}[/]", f.index, True) for f in files
+        picker.add_options(Selection(_file_label(f), f.index, True) for f in files)
+        renamed = sum(f.renamed_from is not None for f in files)
+        note = self.query_one("#add-renamed", Label)
+        note.update(
+            f"{renamed} {'name was' if renamed == 1 else 'names were'} made safe to store "
+            "(as qBittorrent would): see 'was ...' below"
         )
+        note.display = bool(renamed)
         picker.display = True
         if files:
             picker.highlighted = 0
@@ -218,3 +226,11 @@ class AddTorrentScreen(ModalScreen[AddRequest | None]):
             source = self.loaded_source
             self.app.run_worker(self.engine.discard_metadata(source), exit_on_error=False)
         self.dismiss(None)
+
+
+def _file_label(f: FileRow) -> Content:
+    """A file's line in the picker: path, size, and what the torrent called it if renamed."""
+    parts: list[str | tuple[str, str]] = [f.path, "  ", (fmt.size(f.size), "dim")]
+    if f.renamed_from is not None:
+        parts += ["  ", (f"was '{f.renamed_from}'", "$warning")]
+    return Content.assemble(*parts)
