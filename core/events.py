@@ -246,6 +246,10 @@ class PeerRow:
     hash_failures: int = 0
     #: Suspected of sending bad data: it only gets whole pieces of its own (see core.blame).
     on_parole: bool = False
+    #: Its requests we have queued and not yet served (uploads to it).
+    requests_queued: int = 0
+    #: How long the oldest of those has waited, in seconds (None: nothing queued).
+    oldest_request_wait: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

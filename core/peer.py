@@ -117,6 +117,8 @@ class Peer:
         self.upload_queue: list[Request] = []
         # Queued uploads whose rate-limit tokens were already taken.
         self.paid_uploads: set[Request] = set()
+        #: Its current upload stall was logged (core.upload.check_stalls).
+        self.upload_stall_logged = False
         #: Its standing in this torrent (core.blame), shared with its other
         #: and later connections; set once the handshake names it.
         self.trust: TrustRecord | None = None

@@ -34,7 +34,7 @@ from bitarray import bitarray
 from . import checking
 from .choker import Choker
 from .errors import StorageError, TorrentError
-from .events import PeerSource, PieceStateChanged, StorageFailed, TorrentStateChanged
+from .events import PeerRow, PeerSource, PieceStateChanged, StorageFailed, TorrentStateChanged
 from .files import File, Piece
 from .info import Info
 from .magnet import Magnet
@@ -42,6 +42,7 @@ from .metainfo import Metainfo
 from .net.peer_io import PeerProtocol
 from .peer import Peer
 from .peer_extensions import PeerExtensions
+from .peer_rows import peer_rows
 from .picker import Picker
 from .piece_pipeline import PiecePipeline
 from .piecestate import PieceState, PieceStateRun, piece_state_runs
@@ -286,6 +287,11 @@ class Torrent:
             self._state_changed.clear()
             await self._state_changed.wait()
 
+    def peer_rows(self) -> tuple[PeerRow, ...]:
+        """Each connected peer as a peer table shows it: flags, rates, requests both ways,
+        failed pieces and parole, and how long its oldest queued request has waited."""
+        return peer_rows(self)
+
     def stats(self) -> TorrentStats:
         s = TorrentStats()
         s.accumulate(self._closed_stats)
@@ -510,6 +516,7 @@ class Torrent:
             await asyncio.sleep(TICK_SECONDS)
             try:
                 self._swarm.tick()
+                self._upload.check_stalls(time.monotonic())
             except Exception:  # pragma: no cover - housekeeping must never die
                 log.exception("%s: tick failed", self.name)
 

@@ -16,6 +16,7 @@ any other storage error puts the torrent in the error state.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 
 #: Whole pieces kept in memory to serve uploads.
 READ_CACHE_BYTES = 32 << 20
+#: A peer whose requests we hold this long without sending it a block is
+#: logged as stalled, with the reason (issue 11: such a stall was silent).
+STALL_AFTER = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class Uploader:
@@ -41,6 +47,48 @@ class Uploader:
         self.read_cache: OrderedDict[int, bytes] = OrderedDict()
         self._read_cache_bytes = 0
         self.pending_reads: dict[int, list[tuple[Peer, Request]]] = {}
+
+    def stall_reason(self, peer: Peer, now: float) -> str | None:
+        """Why ``peer`` has had requests queued and no block for ``STALL_AFTER`` s, if it has."""
+        proto = peer.proto
+        if proto is None or proto.closed:
+            return None
+        conn = proto.conn
+        oldest = conn.oldest_request_at
+        if oldest is None:
+            return None
+        since = max(oldest, conn.last_piece_sent_at or oldest)
+        if now - since < STALL_AFTER:
+            return None
+        queued = len(conn.their_requests)
+        waited = f"{queued} requests queued, the oldest for {now - oldest:.0f} s"
+        if self.torrent.client.config.no_upload:
+            return f"{waited}: uploads are off (no_upload)"
+        if proto.write_paused:
+            return f"{waited}: our socket to it is full (it is not reading)"
+        if peer.paid_uploads:
+            return f"{waited}: held back by the upload rate limit"
+        reading = [
+            p for p, waiting in self.pending_reads.items() if any(q is peer for q, _ in waiting)
+        ]
+        if reading:
+            return f"{waited}: waiting for the disk to read piece {reading[0]}"
+        if peer.upload_queue:
+            return f"{waited}: {len(peer.upload_queue)} blocks queued to send but nothing sent"
+        return f"{waited}: none of them is being served"
+
+    def check_stalls(self, now: float) -> None:
+        """Log each peer that has stalled (once per stall; see :meth:`stall_reason`)."""
+        for peer in list(self.torrent.peers):
+            reason = self.stall_reason(peer, now)
+            if reason is None:
+                peer.upload_stall_logged = False
+            elif not peer.upload_stall_logged:
+                peer.upload_stall_logged = True
+                host, port = peer.address
+                log.warning(
+                    "%s: upload to %s:%d stalled: %s", self.torrent.name, host, port, reason
+                )
 
     def clear_cache(self) -> None:
         """Forget cached pieces (their data is about to be rechecked)."""

@@ -11,10 +11,12 @@ from core.events import PeerRow, PeerSource
 from tui.widgets.peer_table import (
     FAIL_LEGEND,
     FLAG_LEGEND,
+    QUEUE_LEGEND,
     PeerTable,
     fail_cell,
     format_address,
     peer_flags,
+    queue_cell,
 )
 
 
@@ -191,3 +193,10 @@ async def test_header_click_sorts_by_raw_value_and_keeps_sorting() -> None:
 
 def test_snapshot_peer_table(snap_compare: Any) -> None:
     assert snap_compare(PeersApp(), terminal_size=(120, 8))
+
+
+def test_queue_column_shows_queued_requests_and_the_oldest_wait() -> None:
+    assert queue_cell(peer("1.2.3.4")) == ""
+    assert queue_cell(peer("1.2.3.4", requests_queued=12, oldest_request_wait=0.4)) == "12"
+    assert queue_cell(peer("1.2.3.4", requests_queued=12, oldest_request_wait=45.3)) == "12 45s"
+    assert "stuck upload" in QUEUE_LEGEND

@@ -14,6 +14,8 @@ drained, and every block must arrive, correct, on the one connection.
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +27,7 @@ from bitarray import bitarray
 from core import upload
 from core.client import Client
 from core.metainfo import Metainfo
+from core.net import peer_io
 from core.stats import TorrentState
 from core.torrent import Torrent
 from core.wire.messages import (
@@ -169,3 +172,51 @@ async def test_pipelined_requests_beyond_reqq_with_a_late_bitfield_all_arrive(
         assert elapsed < 30
         stats = t.stats()
         assert stats.bytes_written_data >= mi.info.total_size
+
+
+async def test_a_stalled_upload_is_visible_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that asks and stops reading: its row shows the queue and its age; a log says why."""
+    monkeypatch.setattr(upload, "STALL_AFTER", 1.0)
+    # Our transport pauses at 64 KiB instead of 4 MiB: a few MiB fill it.
+    monkeypatch.setattr(peer_io, "WRITE_HIGH_WATER", 64 << 10)
+    async with seeder(tmp_path) as (mi, _src, t, client):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (LOCAL, client.listen_port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        peer = RawPeer(reader, writer)
+        try:
+            await peer.send_handshake(mi.info_hash.wire, make_peer_id(b"sleepy"))
+            await peer.read_handshake()
+            await peer.send(HaveNone(), Interested())
+            assert isinstance(await peer.read_until(Unchoke, timeout=10), Unchoke)
+            # Read nothing more.  The first batch is written at once (into our
+            # transport's buffer, which then pauses writing); the second queues.
+            reqs = all_requests(mi)
+            first, second = reqs[:150], reqs[150:300]
+            await peer.send(*first)
+            async with asyncio.timeout(10):
+                while not t.peer_rows() or t.peer_rows()[0].up_rate == 0:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            await peer.send(*second)
+            with caplog.at_level(logging.WARNING, logger="core.upload"):
+                async with asyncio.timeout(15):
+                    while not any("stalled" in r.getMessage() for r in caplog.records):
+                        await asyncio.sleep(0.1)
+            (row,) = t.peer_rows()
+            assert 0 < row.requests_queued <= len(second)
+            assert row.oldest_request_wait is not None and row.oldest_request_wait >= 1.0
+            (message,) = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+            assert "requests queued, the oldest for" in message
+            assert "our socket to it is full (it is not reading)" in message
+            # Reading again drains the queue; the stall is over.
+            async with asyncio.timeout(15):
+                while t.peer_rows()[0].requests_queued:
+                    await peer.read_message()
+            assert t.peer_rows()[0].oldest_request_wait is None
+        finally:
+            await peer.close()

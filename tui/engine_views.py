@@ -13,12 +13,10 @@ helpers, so both engines answer the same way.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from core.choker import is_snubbed
 from core.errors import MagnetError
 from core.events import PeerRow, TorrentRow
 from core.magnet import Magnet, parse_magnet
@@ -195,41 +193,8 @@ def wanted_bytes(t: Torrent) -> tuple[int, int] | None:
 
 
 def peer_rows(t: Torrent) -> tuple[PeerRow, ...]:
-    """A torrent's connected peers as the peer table lists them."""
-    now = time.monotonic()
-    rows = []
-    n = max(1, t.num_pieces) if getattr(t, "info", None) is not None else 1
-    for p in t.peers:
-        conn = p.proto.conn if p.proto is not None else None
-        has = p.has.count() / n if p.has is not None else 0.0
-        rows.append(
-            PeerRow(
-                address=p.address,
-                client=p.client,
-                source=p.source,
-                transport="tcp",
-                encrypted=False,
-                progress=1.0 if p.is_seed else has,
-                down_rate=p.down_rate.rate(now),
-                up_rate=p.up_rate.rate(now),
-                am_choking=conn.am_choking if conn else True,
-                am_interested=conn.am_interested if conn else False,
-                peer_choking=conn.peer_choking if conn else True,
-                peer_interested=conn.peer_interested if conn else False,
-                requests_outstanding=t.picker.outstanding_count(p),
-                incoming=p.incoming,
-                snubbed=conn is not None
-                and is_snubbed(
-                    now,
-                    p.last_block_at,
-                    we_are_interested=conn.am_interested,
-                    peer_chokes_us=conn.peer_choking,
-                ),
-                hash_failures=p.hash_failures,
-                on_parole=p.on_parole,
-            )
-        )
-    return tuple(rows)
+    """A torrent's connected peers as the peer table lists them (the engine's own rows)."""
+    return t.peer_rows()
 
 
 def piece_map(t: Torrent) -> PieceMap:

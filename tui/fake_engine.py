@@ -339,6 +339,8 @@ class FakeEngine:
                     requests_outstanding=(k * 3) % 17,
                     hash_failures=(k % 3) if k % 9 == 4 else 0,
                     on_parole=k % 9 == 4,
+                    requests_queued=(k * 5) % 23 if k % 4 != 0 and k % 3 == 1 else 0,
+                    oldest_request_wait=float((k * 11) % 40) if k % 4 != 0 and k % 3 == 1 else None,
                 )
             )
         return tuple(rows)

@@ -189,7 +189,10 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
 
         self._our_requests: dict[Block, None] = {}
         self._cancelled: OrderedDict[Block, None] = OrderedDict()
-        self._their_requests: dict[Block, None] = {}
+        # The peer's queued requests -> when each arrived (oldest first), so a
+        # seeder that stops serving someone can say for how long.
+        self._their_requests: dict[Block, float] = {}
+        self._last_piece_sent: float | None = None
         self._refused_requests = 0
 
         self.allowed_fast_in: set[int] = set()  # the peer lets us request these while choked
@@ -496,7 +499,7 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
             # (as libtorrent does); the peer asks again once its queue drains.
             self._overflow(key, f"request flood: more than {self.max_queue} queued requests")
             return None
-        self._their_requests[key] = None
+        self._their_requests[key] = self._now
         return Request(*key)
 
     def _overflow(self, key: Block, flood: str) -> None:
@@ -684,6 +687,16 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
     def their_requests(self) -> KeysView[Block]:
         """The peer's queued requests we still owe a PIECE (or REJECT), oldest first."""
         return self._their_requests.keys()
+
+    @property
+    def oldest_request_at(self) -> float | None:
+        """When the oldest request we still owe arrived (the ``now`` of its bytes), if any."""
+        return next(iter(self._their_requests.values()), None)
+
+    @property
+    def last_piece_sent_at(self) -> float | None:
+        """When we last sent the peer a block (None: never)."""
+        return self._last_piece_sent
 
     @property
     def remote_reqq(self) -> int | None:

@@ -68,7 +68,8 @@ class OutgoingMixin:
     _remote_have: bitarray | None
     _our_requests: dict[Block, None]
     _cancelled: OrderedDict[Block, None]
-    _their_requests: dict[Block, None]
+    _their_requests: dict[Block, float]
+    _last_piece_sent: float | None
     allowed_fast_in: set[int]
     allowed_fast_out: set[int]
     _local_ext: dict[int, str]
@@ -134,7 +135,7 @@ class OutgoingMixin:
             return ()
         del self._their_requests[key]
         self._refused_requests = 0  # we are serving it: what we refused was no flood
-        self._last_sent = self._now if now is None else now
+        self._last_sent = self._last_piece_sent = self._now if now is None else now
         return encode_piece_header(index, begin, len(data)), data
 
     def _need_fast(self, msg: Outgoing) -> None:

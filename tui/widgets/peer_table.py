@@ -73,6 +73,25 @@ def fail_cell(p: PeerRow) -> str:
     return f"{p.hash_failures} P" if p.on_parole else str(p.hash_failures)
 
 
+#: What the Queue column shows.
+QUEUE_LEGEND = (
+    "its requests we have queued, not yet served;\n"
+    "with the age of the oldest once it is 2 s or more (a stuck upload shows here)"
+)
+#: The oldest queued request's age is shown from this many seconds on.
+QUEUE_AGE_SHOWN = 2.0
+
+
+def queue_cell(p: PeerRow) -> str:
+    """The Queue column: ``""``, ``"12"``, or ``"12 45s"`` when the oldest has waited."""
+    if not p.requests_queued:
+        return ""
+    wait = p.oldest_request_wait
+    if wait is None or wait < QUEUE_AGE_SHOWN:
+        return str(p.requests_queued)
+    return f"{p.requests_queued} {wait:.0f}s"
+
+
 def format_address(address: Address) -> str:
     """``host:port``, with brackets around an IPv6 host: the key of a peer's row."""
     host, port = address
@@ -91,6 +110,7 @@ def _peer_row(p: PeerRow) -> Row:
         Text(rate(p.down_rate), justify="right"),
         Text(rate(p.up_rate), justify="right"),
         Text(reqs, justify="right"),
+        Text(queue_cell(p), justify="right"),
         Text(fail_cell(p), justify="right"),
     )
     raw = (
@@ -102,6 +122,7 @@ def _peer_row(p: PeerRow) -> Row:
         p.down_rate,
         p.up_rate,
         p.requests_outstanding,
+        (p.requests_queued, p.oldest_request_wait or 0.0),
         (p.hash_failures, p.on_parole),
     )
     return cells, raw
@@ -119,6 +140,7 @@ class PeerTable(KeyedTable):
         Column("down", "Down", 11),
         Column("up", "Up", 11),
         Column("requests", "Reqs", 4),
+        Column("queue", "Queue", 7),
         Column("fail", "Fail", 4),
     )
 
@@ -126,7 +148,9 @@ class PeerTable(KeyedTable):
         self, *, id: str | None = None, classes: str | None = None, name: str | None = None
     ) -> None:
         super().__init__(id=id, classes=classes, name=name)
-        self.tooltip = "Flags:\n" + FLAG_LEGEND + "\n\nFail:\n" + FAIL_LEGEND
+        self.tooltip = (
+            "Flags:\n" + FLAG_LEGEND + "\n\nQueue:\n" + QUEUE_LEGEND + "\n\nFail:\n" + FAIL_LEGEND
+        )
 
     def update_data(self, peers: Sequence[PeerRow]) -> int:
         """Show ``peers``: add new addresses, drop gone ones, rewrite only changed cells.

@@ -1,0 +1,62 @@
+"""One row per connected peer of a torrent: what a peer table (or a script) shows.
+
+The values come from several owners (the connection's protocol state, the
+picker's outstanding requests, the choker's snub rule, the blame ledger), so
+they are gathered here, in one pass, into immutable :class:`PeerRow` values
+that a UI or a library user can keep without holding engine objects.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from .choker import is_snubbed
+from .events import PeerRow
+
+if TYPE_CHECKING:
+    from .torrent import Torrent
+
+__all__ = ["peer_rows"]
+
+
+def peer_rows(t: Torrent, now: float | None = None) -> tuple[PeerRow, ...]:
+    """The torrent's connected peers, in connection order (``now``: ``time.monotonic()``)."""
+    if now is None:
+        now = time.monotonic()
+    n = max(1, t.num_pieces) if t.has_info else 1
+    rows = []
+    for p in t.peers:
+        conn = p.proto.conn if p.proto is not None else None
+        has = p.has.count() / n if p.has is not None else 0.0
+        oldest = conn.oldest_request_at if conn is not None else None
+        rows.append(
+            PeerRow(
+                address=p.address,
+                client=p.client,
+                source=p.source,
+                transport="tcp",
+                encrypted=False,
+                progress=1.0 if p.is_seed else has,
+                down_rate=p.down_rate.rate(now),
+                up_rate=p.up_rate.rate(now),
+                am_choking=conn.am_choking if conn else True,
+                am_interested=conn.am_interested if conn else False,
+                peer_choking=conn.peer_choking if conn else True,
+                peer_interested=conn.peer_interested if conn else False,
+                requests_outstanding=t.picker.outstanding_count(p) if t.has_info else 0,
+                incoming=p.incoming,
+                snubbed=conn is not None
+                and is_snubbed(
+                    now,
+                    p.last_block_at,
+                    we_are_interested=conn.am_interested,
+                    peer_chokes_us=conn.peer_choking,
+                ),
+                hash_failures=p.hash_failures,
+                on_parole=p.on_parole,
+                requests_queued=len(conn.their_requests) if conn is not None else 0,
+                oldest_request_wait=None if oldest is None else max(0.0, now - oldest),
+            )
+        )
+    return tuple(rows)
