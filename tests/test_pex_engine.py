@@ -172,8 +172,11 @@ async def _read_pex(raw: RawPeer, pex_id: int, timeout: float) -> PexMessage:
 async def test_pex_message_lists_connected_peers_with_flags(tmp_path: Path) -> None:
     src = tmp_path / "src"
     mi = make_torrent(src, FILES, PIECE)
-    seeder = await _client(tmp_path, "seed")
-    hub = await _client(tmp_path, "hub", download_rate_limit=20_000)
+    # The seeder's upload limit keeps the hub downloading for the whole test.
+    # (A download limit on the hub would not do: while the limit pauses its
+    # reading, the hub cannot see the seeder hang up, and no drop is sent.)
+    seeder = await _client(tmp_path, "seed", upload_rate_limit=20_000)
+    hub = await _client(tmp_path, "hub")
     try:
         await seeder.add_metainfo(mi, download_dir=src)
         th = await hub.add_metainfo(mi)
