@@ -207,6 +207,11 @@ class QBittorrent:
         rows = json.loads(body)
         return rows[0] if rows else None
 
+    def add_peer(self, info_hash: str, host: str, port: int) -> None:
+        """Have qBittorrent dial ``host:port`` for this torrent (on its next connection round)."""
+        fields = {"hashes": info_hash, "peers": f"{host}:{port}"}
+        self._call("POST", "torrents/addPeers", fields=fields)
+
     def wait_state(
         self, info_hash: str, states: set[str], timeout: float, what: str
     ) -> dict[str, Any]:
@@ -225,11 +230,10 @@ class QBittorrent:
         raise TimeoutError(f"qbittorrent-nox: no {what} within {timeout:.0f}s: {row}")
 
     def wait_complete(self, info_hash: str, timeout: float) -> dict[str, Any]:
+        """Until the torrent is complete and serving: not while it still checks its files
+        (libtorrent refuses peers of a torrent being checked)."""
         return self.wait_state(
-            info_hash,
-            {"uploading", "stalledUP", "pausedUP", "queuedUP", "forcedUP", "checkingUP"},
-            timeout,
-            "completed download",
+            info_hash, {"uploading", "stalledUP", "forcedUP"}, timeout, "completed download"
         )
 
     # -- lifecycle --------------------------------------------------------------------
