@@ -15,6 +15,8 @@ spotting a regression, not for benchmarks (``bench/`` is for those).
   with a throw-away profile; it dials us when it downloads, we dial it when
   it seeds.
 - libtorrent (PyPI), through ``tests.support.ltharness``.
+- Transmission (Debian ``transmission-daemon``), through its RPC; it will not
+  dial a loopback peer, so we dial it in both directions.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from tests.support.ltharness import (
 )
 from tests.support.opentracker import OpenTracker, opentracker_binary
 from tests.support.qbittorrent import QBittorrent, qbittorrent_binary
+from tests.support.transmission import Transmission, transmission_binary
 
 __all__ = ["lt_peer_factory"]
 
@@ -82,10 +85,14 @@ def build(tmp: Path, tracker: str | None) -> tuple[Metainfo, Path, Path]:
     return mi, path, seed_dir
 
 
-def assert_same_tree(got_root: Path, want_root: Path) -> None:
+def assert_same_tree(got_root: Path, want_root: Path, *, empty_files: bool = True) -> None:
+    """Same files, same bytes; ``empty_files=False`` for a client that never creates them."""
     got = sha256_tree(got_root)
-    assert sorted(got) == sorted(FILES), "missing or extra files"
-    assert got == sha256_tree(want_root)
+    want = sha256_tree(want_root)
+    if not empty_files:
+        want = {k: v for k, v in want.items() if FILES[k]}
+    assert sorted(got) == sorted(want), "missing or extra files"
+    assert got == want
 
 
 def total_size() -> int:
@@ -239,4 +246,50 @@ async def test_libtorrent_to_us(tmp_path: Path, lt_peer_factory: LibtorrentPeerF
         await wait_complete(t)
         record("libtorrent -> us", total_size(), time.monotonic() - started)
         download = client.config.download_dir
+    assert_same_tree(download / NAME, seed_dir / NAME)
+
+
+# -- Transmission ---------------------------------------------------------------------------
+#
+# Transmission 3.00 does not dial peers on 127.0.0.0/8 (it takes them for
+# its own address), so in both directions we dial it; it accepts loopback
+# connections and downloads over ours.
+
+
+async def test_us_to_transmission(tmp_path: Path) -> None:
+    transmission_binary()
+    mi, torrent_path, seed_dir = build(tmp_path, None)
+    got = tmp_path / "tr-dl"
+    got.mkdir()
+    with Transmission(tmp_path / "tr") as tr:
+        await off_loop(tr.start)
+        async with our_client(tmp_path) as client:
+            t = await client.add_metainfo(mi, download_dir=seed_dir)
+            assert t.state is TorrentState.SEEDING
+            tid = await off_loop(tr.add_torrent, torrent_path, got)
+            await off_loop(tr.wait, tid, False, 60.0, "end of its check")
+            started = time.monotonic()
+            t.add_peers([("127.0.0.1", tr.port)])
+            row = await off_loop(tr.wait, tid, True, TIMEOUT, "completed download")
+            record(f"us -> Transmission {tr.version}", total_size(), time.monotonic() - started)
+            assert row["percentDone"] == 1
+            assert t.stats().bytes_written_data >= total_size()
+        tr.stop()  # flushes its files
+    # Transmission 3.00 does not create zero-length files.
+    assert_same_tree(got / NAME, seed_dir / NAME, empty_files=False)
+
+
+async def test_transmission_to_us(tmp_path: Path) -> None:
+    transmission_binary()
+    mi, torrent_path, seed_dir = build(tmp_path, None)
+    with Transmission(tmp_path / "tr") as tr:
+        await off_loop(tr.start)
+        tid = await off_loop(tr.add_torrent, torrent_path, seed_dir)  # verified, then seeding
+        await off_loop(tr.wait, tid, True, 60.0, "verified seed")
+        async with our_client(tmp_path) as client:
+            started = time.monotonic()
+            t = await client.add_metainfo(mi, peers=[("127.0.0.1", tr.port)])
+            await wait_complete(t)
+            record(f"Transmission {tr.version} -> us", total_size(), time.monotonic() - started)
+            download = client.config.download_dir
     assert_same_tree(download / NAME, seed_dir / NAME)
