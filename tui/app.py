@@ -12,6 +12,7 @@ Keys, footer, help screen and command palette all come from
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -413,6 +414,4 @@ class TorrentApp(App[None]):
         self.notify(message, timeout=5)
 
     async def _save_settings(self, client: ClientConfig, tui: TuiSettings) -> None:
-        import asyncio
-
         await asyncio.to_thread(save_settings, client, tui, self.settings.path)
