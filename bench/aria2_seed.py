@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from core.client import Client
-from core.create import create_torrent
+from core.formats.create import create_torrent
 from core.stats import TorrentState
 from tests.support.aria2 import Aria2
 from tests.support.engine import loopback_config
@@ -69,7 +69,7 @@ async def _fetch(aria2: Aria2, torrent: Path, out: Path, timeout: float) -> floa
 
 
 async def round_ours(work: Path, torrent: Path, src: Path, timeout: float) -> float:
-    from core.metainfo import Metainfo
+    from core.formats.metainfo import Metainfo
 
     mi = Metainfo.load(torrent)
     async with Client(loopback_config(work, "ours")) as client:

@@ -26,8 +26,8 @@ from typing import Any
 
 from core.client import Client
 from core.config import ClientConfig
-from core.create import create_torrent
 from core.events import PeerSource
+from core.formats.create import create_torrent
 from core.peer import Peer
 from core.wire import HaveAll, PeerConnection, Request, Unchoke
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from core.client import Client
 from core.config import ClientConfig
-from core.metainfo import Metainfo
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.bencoding import encode
-from core.create import Version, create_torrent
-from core.metainfo import Metainfo
+from core.formats.bencoding import encode
+from core.formats.create import Version, create_torrent
+from core.formats.metainfo import Metainfo
 
 MIB = 1 << 20
 

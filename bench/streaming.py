@@ -37,8 +37,8 @@ from pathlib import Path
 
 from core.client import Client
 from core.config import ClientConfig
-from core.create import create_torrent
-from core.metainfo import Metainfo
+from core.formats.create import create_torrent
+from core.formats.metainfo import Metainfo
 from core.types import PiecePriority
 from tests.support.ltharness import LibtorrentPeer, make_payload
 

@@ -68,8 +68,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from core.bencoding import encode
-from core.create import create_torrent
+from core.formats.bencoding import encode
+from core.formats.create import create_torrent
 from tests.support.ltharness import LibtorrentPeer
 
 REPO = Path(__file__).resolve().parent.parent

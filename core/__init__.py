@@ -21,8 +21,8 @@ from .errors import (
     TrackerError,
 )
 from .files import File, Piece
-from .magnet import Magnet, parse_magnet
-from .metainfo import Metainfo
+from .formats.magnet import Magnet, parse_magnet
+from .formats.metainfo import Metainfo
 from .piecestate import PieceState, PieceStateRun
 from .stats import ClientStats, ConnStats, TorrentState, TorrentStats
 from .torrent import Torrent

@@ -27,8 +27,8 @@ from .bus import EventBus
 from .config import ClientConfig, generate_peer_id
 from .errors import RemoteProtocolError, TorrentError
 from .events import ClientSnapshot, TorrentAdded, TorrentRemoved, TorrentRow
-from .magnet import Magnet
-from .metainfo import Metainfo
+from .formats.magnet import Magnet
+from .formats.metainfo import Metainfo
 from .net.peer_io import PeerProtocol
 from .peer import Peer
 from .ratelimit import TokenBucket

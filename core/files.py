@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .info import FileEntry
+from .formats.info import FileEntry
 from .piecestate import PieceState
 from .types import PiecePriority
 

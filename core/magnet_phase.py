@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING
 
 from .errors import BencodeError, MetainfoError, RemoteProtocolError, TrackerError
 from .events import MetadataReceived, PeerSource, TorrentAdded
-from .info import parse_info
-from .magnet import Magnet, parse_magnet
-from .metainfo import Metainfo
+from .formats.info import parse_info
+from .formats.magnet import Magnet, parse_magnet
+from .formats.metainfo import Metainfo
 from .stats import TorrentState
 from .storage import FileStorage, Layout, MemoryStorage, Storage
 from .torrent import Torrent

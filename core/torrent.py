@@ -36,9 +36,9 @@ from .choker import Choker
 from .errors import StorageError, TorrentError
 from .events import PeerRow, PeerSource, PieceStateChanged, StorageFailed, TorrentStateChanged
 from .files import File, Piece
-from .info import Info
-from .magnet import Magnet
-from .metainfo import Metainfo
+from .formats.info import Info
+from .formats.magnet import Magnet
+from .formats.metainfo import Metainfo
 from .net.peer_io import PeerProtocol
 from .peer import Peer
 from .peer_extensions import PeerExtensions

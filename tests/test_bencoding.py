@@ -8,8 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.bencoding import decode, decode_prefix, decode_with_spans, dict_spans, encode, scan
 from core.errors import BencodeError, TorrentError
+from core.formats.bencoding import (
+    decode,
+    decode_prefix,
+    decode_with_spans,
+    dict_spans,
+    encode,
+    scan,
+)
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from core.cli.main import main
-from core.magnet import parse_magnet
-from core.metainfo import Metainfo
+from core.formats.magnet import parse_magnet
+from core.formats.metainfo import Metainfo
 
 
 @pytest.fixture
@@ -219,7 +219,7 @@ def test_help_says_how_to_seed() -> None:
 
 def test_pprint_warns_of_every_renamed_path(tmp_path: Path) -> None:
     """A torrent with unsafe names loads; each change is one warning line on stderr."""
-    from core.bencoding import encode
+    from core.formats.bencoding import encode
 
     files = [
         {b"length": 100, b"path": [b"ok.txt"]},

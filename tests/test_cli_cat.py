@@ -20,8 +20,8 @@ from core.cli.download_cmd import select_files
 from core.cli.file_select import file_names, match_files
 from core.cli.main import main
 from core.cli.usage import UsageError
-from core.create import create_torrent
-from core.metainfo import Metainfo
+from core.formats.create import create_torrent
+from core.formats.metainfo import Metainfo
 from tests.support.ltharness import (
     LibtorrentPeer,
     LibtorrentPeerFactory,

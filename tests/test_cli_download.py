@@ -396,7 +396,7 @@ async def test_seed_keeps_serving_until_sigterm(tmp_path: Path) -> None:
     args += ["--state-dir", str(tmp_path / "state"), "-q"]
     async with download_process(*args) as proc:
         async with Client(loopback_config(tmp_path, "leech")) as leech:
-            from core.metainfo import Metainfo
+            from core.formats.metainfo import Metainfo
 
             mi = Metainfo.load(tf)
             t = await leech.add_metainfo(mi)
@@ -422,7 +422,7 @@ async def test_no_upload_sends_nothing(tmp_path: Path) -> None:
     args += ["--port", str(port), "--listen", "127.0.0.1", "--state-dir", str(tmp_path / "s")]
     async with download_process(*args) as proc:
         async with Client(loopback_config(tmp_path, "leech")) as leech:
-            from core.metainfo import Metainfo
+            from core.formats.metainfo import Metainfo
 
             t = await leech.add_metainfo(Metainfo.load(tf))
             async with asyncio.timeout(10):

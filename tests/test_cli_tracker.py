@@ -16,7 +16,7 @@ import pytest
 
 from core.cli.main import main
 from core.client import Client
-from core.metainfo import Metainfo
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.tracker import announce, scrape
 from core.tracker.types import AnnounceEvent, AnnounceRequest

@@ -1,4 +1,4 @@
-"""Tests for core.create: layout, hashes, options, progress, symlinks."""
+"""Tests for core.formats.create: layout, hashes, options, progress, symlinks."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from core import merkle
-from core.create import Version, auto_piece_length, create_torrent, scan_files
 from core.errors import MetainfoError
-from core.metainfo import Metainfo
+from core.formats import merkle
+from core.formats.create import Version, auto_piece_length, create_torrent, scan_files
+from core.formats.metainfo import Metainfo
 
 PL = 16384
 

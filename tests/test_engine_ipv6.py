@@ -21,9 +21,9 @@ import pytest
 from core.bus import Subscription
 from core.client import Client
 from core.config import ClientConfig
-from core.create import create_torrent
 from core.events import PeerConnected
-from core.metainfo import Metainfo
+from core.formats.create import create_torrent
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from tests.support.engine import loopback_config
 from tests.support.ltharness import (

@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 from bitarray import bitarray
 
-from core import bencoding
 from core.bus import Subscription
 from core.client import Client
 from core.errors import StorageError, TorrentError
@@ -39,7 +38,8 @@ from core.events import (
     StorageFailed,
     TorrentStateChanged,
 )
-from core.metainfo import Metainfo
+from core.formats import bencoding
+from core.formats.metainfo import Metainfo
 from core.peer import Peer
 from core.stats import TorrentState
 from core.storage import Layout, MemoryStorage, Storage

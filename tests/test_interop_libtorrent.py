@@ -9,7 +9,7 @@ or missing bytes (the empty file included) fails.
 Payloads are multi-file on purpose: nested directories, an empty file, a
 file smaller than any piece, and pieces spanning several files, because file
 boundaries are where offset arithmetic goes wrong. Torrents are made both by
-libtorrent and by ``core.create`` so neither side's metainfo is trusted
+libtorrent and by ``core.formats.create`` so neither side's metainfo is trusted
 alone; piece sizes 16 KiB, 256 KiB and 4 MiB cover the one-block piece, the
 common size, and a piece larger than the read cache's usual entry.
 
@@ -32,10 +32,10 @@ from typing import Any, Literal
 import pytest
 
 from core.client import Client
-from core.create import create_torrent
 from core.events import PeerConnected
-from core.info import Info
-from core.metainfo import Metainfo
+from core.formats.create import create_torrent
+from core.formats.info import Info
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.torrent import Torrent
 from tests.support.engine import loopback_config

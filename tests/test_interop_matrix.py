@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 
 from core.client import Client
-from core.create import create_torrent
-from core.metainfo import Metainfo
+from core.formats.create import create_torrent
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.torrent import Torrent
 from tests.support.aria2 import Aria2, aria2c_binary

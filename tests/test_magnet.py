@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import MagnetError, TorrentError
-from core.magnet import MAX_FILE_INDEX, Magnet, parse_magnet
+from core.formats.magnet import MAX_FILE_INDEX, Magnet, parse_magnet
 from core.types import InfoHash
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "5000"))

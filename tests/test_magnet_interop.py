@@ -16,8 +16,8 @@ import pytest
 
 from core.client import Client
 from core.events import PeerSource
-from core.magnet import Magnet
-from core.metainfo import Metainfo
+from core.formats.magnet import Magnet
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.tracker import scrape
 from tests.support.engine import loopback_config

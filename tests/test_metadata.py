@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.bencoding import encode
 from core.errors import RemoteProtocolError
-from core.info import parse_info
+from core.formats.bencoding import encode
+from core.formats.info import parse_info
 from core.metadata import (
     MAX_MISSES,
     METADATA_PIECE_SIZE,

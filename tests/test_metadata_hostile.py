@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from core.client import Client
-from core.magnet import Magnet
+from core.formats.magnet import Magnet
+from core.formats.metainfo import Metainfo
 from core.metadata import METADATA_PIECE_SIZE, METADATA_SIZE_LIMIT
-from core.metainfo import Metainfo
 from core.wire import UT_METADATA, ExtensionHandshake
 from core.wire.extensions import (
     MetadataData,

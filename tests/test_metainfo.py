@@ -1,4 +1,4 @@
-"""Unit tests for core.metainfo / core.info / core.merkle / core.safepath."""
+"""Unit tests for core.formats: metainfo, info, merkle and safepath."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from core import merkle
-from core.bencoding import decode, encode
-from core.create import Version, create_torrent
 from core.errors import MetainfoError
-from core.magnet import parse_magnet
-from core.metainfo import Metainfo, parse_info
-from core.safepath import resolve_duplicates, sanitize_component
+from core.formats import merkle
+from core.formats.bencoding import decode, encode
+from core.formats.create import Version, create_torrent
+from core.formats.magnet import parse_magnet
+from core.formats.metainfo import Metainfo, parse_info
+from core.formats.safepath import resolve_duplicates, sanitize_component
 
 PL = 16384
 

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.bencoding import encode
 from core.errors import BencodeError, MetainfoError
-from core.metainfo import Metainfo
-from core.safepath import sanitize_component
+from core.formats.bencoding import encode
+from core.formats.metainfo import Metainfo
+from core.formats.safepath import sanitize_component
 from core.storage.file import FileStorage
 from core.storage.layout import Layout
 

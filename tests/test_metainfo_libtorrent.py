@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from core.bencoding import decode, encode
-from core.create import Version, create_torrent
 from core.errors import MetainfoError
-from core.metainfo import Metainfo
+from core.formats.bencoding import decode, encode
+from core.formats.create import Version, create_torrent
+from core.formats.metainfo import Metainfo
 
 lt = pytest.importorskip("libtorrent")
 

@@ -19,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.bencoding import encode
 from core.client import Client
-from core.create import create_torrent
 from core.errors import MetainfoError
-from core.metainfo import Metainfo, RenamedPath
-from core.safepath import MAX_DUPLICATE_FILENAMES, sanitize_component
+from core.formats.bencoding import encode
+from core.formats.create import create_torrent
+from core.formats.metainfo import Metainfo, RenamedPath
+from core.formats.safepath import MAX_DUPLICATE_FILENAMES, sanitize_component
 from core.stats import TorrentState
 from core.storage.file import FileStorage
 from core.storage.layout import Layout
@@ -350,7 +350,7 @@ def _v2_payload(tmp_path: Path, version: str) -> bytes:
 @pytest.mark.parametrize("version", ["v2", "hybrid"])
 @pytest.mark.parametrize("keep", [0, 1])
 def test_missing_or_incomplete_piece_layers_load(tmp_path: Path, version: str, keep: int) -> None:
-    from core.bencoding import decode
+    from core.formats.bencoding import decode
 
     top = decode(_v2_payload(tmp_path, version))
     layers = top.pop(b"piece layers")
@@ -365,7 +365,7 @@ def test_missing_or_incomplete_piece_layers_load(tmp_path: Path, version: str, k
 
 
 async def test_pure_v2_without_layers_stops_at_download_with_a_message(tmp_path: Path) -> None:
-    from core.bencoding import decode
+    from core.formats.bencoding import decode
 
     top = decode(_v2_payload(tmp_path, "v2"))
     del top[b"piece layers"]

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.bencoding import encode
 from core.errors import LocalProtocolError, RemoteProtocolError
+from core.formats.bencoding import encode
 from core.pex import (
     MAX_ACCEPT_PER_MESSAGE,
     MAX_PER_MESSAGE,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from core.bencoding import encode as bencode
 from core.bus import Subscription
 from core.client import Client
 from core.events import PeerConnected, PeerSource
-from core.metainfo import Metainfo
+from core.formats.bencoding import encode as bencode
+from core.formats.metainfo import Metainfo
 from core.peer import Peer
 from core.torrent import Torrent
 from core.wire import UT_PEX, ExtensionHandshake

@@ -3,7 +3,7 @@
 In a v2 torrent each file starts on a piece boundary, so the last piece of
 every file may be short, in the middle of the piece space.  The layouts here
 are computed by hand from the BEP 52 rule and cross-checked against
-:class:`core.info.Info` for a torrent built by :func:`core.create.create_torrent`.
+:class:`core.formats.info.Info` for a torrent built by :func:`core.formats.create.create_torrent`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from bitarray import bitarray
 from bitarray.util import ones, zeros
 
-from core.create import create_torrent
+from core.formats.create import create_torrent
 from core.picker import CHUNK_SIZE, Picker, Request
 from core.types import PiecePriority
 

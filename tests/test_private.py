@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from core.client import Client
-from core.create import create_torrent
 from core.events import PeerSource
-from core.magnet import Magnet
+from core.formats.create import create_torrent
+from core.formats.magnet import Magnet
+from core.formats.metainfo import Metainfo
 from core.metadata import METADATA_PIECE_SIZE
-from core.metainfo import Metainfo
 from core.wire import UT_METADATA, UT_PEX, ExtensionHandshake
 from core.wire.extensions import (
     MetadataData,

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from core.client import Client
-from core.create import create_torrent
 from core.errors import TorrentError
-from core.metainfo import Metainfo
+from core.formats.create import create_torrent
+from core.formats.metainfo import Metainfo
 from core.reader import MAX_READAHEAD, MIN_READAHEAD, ReadaheadContext, Reader, default_readahead
 from core.streaming import ReaderWindows, Window
 from core.torrent import Torrent

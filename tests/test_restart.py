@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from bitarray import bitarray
 
-from core.metainfo import Metainfo
+from core.formats.metainfo import Metainfo
 from core.storage import CompletionStore, Layout
 from tests.support.download import (
     Seeder,

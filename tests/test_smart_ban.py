@@ -24,7 +24,7 @@ import pytest
 
 from core.client import Client
 from core.events import PieceHashFailed
-from core.metainfo import Metainfo
+from core.formats.metainfo import Metainfo
 from core.storage import FileStorage, Layout
 from tests.support.engine import loopback_config, make_torrent, tree_digest
 from tests.support.ltharness import LibtorrentPeer, LibtorrentPeerFactory, lt_peer_factory

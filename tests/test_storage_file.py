@@ -506,7 +506,7 @@ def test_hash_blocks_streams_merkle_leaves(tmp_path: Path) -> None:
 
 
 def test_layout_from_info_matches_metainfo_paths(tmp_path: Path) -> None:
-    create = pytest.importorskip("core.create")
+    create = pytest.importorskip("core.formats.create")
     src = tmp_path / "src" / "album"
     (src / "sub").mkdir(parents=True)
     (src / "a.bin").write_bytes(os.urandom(40000))

@@ -18,10 +18,10 @@ from urllib.parse import parse_qs
 import pytest
 from aiohttp import web
 
-from core.bencoding import encode
 from core.client import Client
 from core.events import PeerSource, TrackerAnnounced, TrackerFailed
-from core.metainfo import Metainfo
+from core.formats.bencoding import encode
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.torrent import Torrent
 from core.tracker.types import AnnounceEvent

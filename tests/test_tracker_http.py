@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.bencoding import encode
 from core.errors import TrackerError
+from core.formats.bencoding import encode
 from core.tracker.http import (
     DEFAULT_INTERVAL,
     MAX_INTERVAL,

@@ -21,7 +21,7 @@ import pytest
 from core.client import Client
 from core.errors import TrackerError
 from core.events import PeerSource, TrackerAnnounced
-from core.metainfo import Metainfo
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.tracker import TrackerTransports, announce, scrape
 from core.tracker.types import AnnounceEvent, AnnounceRequest

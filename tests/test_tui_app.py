@@ -369,8 +369,8 @@ async def test_quit_closes_engine() -> None:
 
 async def test_add_dialog_shows_names_made_safe() -> None:
     """A torrent whose names had to be sanitized: each file says what it was called."""
-    from core.bencoding import encode
-    from core.metainfo import Metainfo
+    from core.formats.bencoding import encode
+    from core.formats.metainfo import Metainfo
     from tui.engine_views import files_of
 
     files = [

@@ -21,8 +21,8 @@ import pytest
 from core.client import Client
 from core.config import ClientConfig
 from core.events import PeerConnected, PeerSource, PieceHashFailed
-from core.magnet import parse_magnet
-from core.metainfo import Metainfo
+from core.formats.magnet import parse_magnet
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.storage import Layout
 from core.tracker import announce, scrape
@@ -265,7 +265,7 @@ async def test_tracker_speaks_bep3_and_bep48() -> None:
 
 
 def test_corrupting_storage_fools_downloaders_not_itself(tmp_path: Path) -> None:
-    from core.create import create_torrent
+    from core.formats.create import create_torrent
 
     data = bytes(range(256)) * 1024  # 256 KiB, 4 pieces of 64 KiB
     (tmp_path / "f.bin").write_bytes(data)

@@ -26,7 +26,7 @@ from bitarray import bitarray
 
 from core import upload
 from core.client import Client
-from core.metainfo import Metainfo
+from core.formats.metainfo import Metainfo
 from core.net import peer_io
 from core.stats import TorrentState
 from core.torrent import Torrent

@@ -9,7 +9,7 @@ between full ones.
 
 Covered: our client downloading from another of ours and from a libtorrent
 seeder, libtorrent downloading from us (SHA-256 of every file compared),
-torrents made by ``core.create`` and by libtorrent, a corrupted piece from a
+torrents made by ``core.formats.create`` and by libtorrent, a corrupted piece from a
 lying peer failing its merkle check and being fetched again, and a piece
 corrupted on disk found by ``verify_data`` and re-downloaded.
 """
@@ -27,11 +27,11 @@ from urllib.parse import parse_qs
 import pytest
 from aiohttp import web
 
-from core import bencoding
 from core.client import Client
-from core.create import create_torrent
 from core.events import PieceHashFailed
-from core.metainfo import Metainfo
+from core.formats import bencoding
+from core.formats.create import create_torrent
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.torrent import Torrent
 from core.types import PiecePriority
@@ -352,7 +352,7 @@ async def test_v2_magnet_whose_files_fit_in_one_piece_each(tmp_path: Path) -> No
     file is one piece, whose hash is the file's pieces root; those pieces are short
     and sit in the middle of the piece space.  Bigger files get a clear error
     (tests/test_magnet_engine.py): BEP 52 hash requests are not implemented."""
-    from core.magnet import Magnet
+    from core.formats.magnet import Magnet
 
     files = {"small/a.bin": PL - 1, "small/b.bin": 777, "small/c": 0, "small/d.bin": PL}
     seed_dir = tmp_path / "seed"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.bencoding import decode, encode
 from core.errors import RemoteProtocolError
+from core.formats.bencoding import decode, encode
 from core.wire.extensions import (
     ExtensionHandshake,
     MetadataData,

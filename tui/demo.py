@@ -46,9 +46,9 @@ from typing import Any
 
 from core.client import Client
 from core.config import ClientConfig
-from core.create import create_torrent
-from core.magnet import Magnet
-from core.metainfo import Metainfo
+from core.formats.create import create_torrent
+from core.formats.magnet import Magnet
+from core.formats.metainfo import Metainfo
 from core.storage import FileStorage, Layout
 from core.types import InfoHash, PiecePriority
 

@@ -33,8 +33,8 @@ from core.client import Client
 from core.config import ClientConfig
 from core.errors import MagnetError, MetainfoError, TorrentError
 from core.events import TorrentRow
-from core.magnet import parse_magnet
-from core.metainfo import Metainfo
+from core.formats.magnet import parse_magnet
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.torrent import Torrent
 from core.types import InfoHash, PiecePriority

@@ -2,7 +2,7 @@
 
 Split from :mod:`tui.engine` along the line between reading and doing: these
 functions only look at a :class:`core.torrent.Torrent` (or a parsed
-:class:`core.metainfo.Metainfo`, or a source string) and build the rows,
+:class:`core.formats.metainfo.Metainfo`, or a source string) and build the rows,
 piece map and info view the widgets show, or answer a question about them
 (how much a priority change touches, what kind of source a string is). They
 change nothing, await nothing and keep no state (the helpers need no event
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from core.errors import MagnetError
 from core.events import PeerRow, TorrentRow
-from core.magnet import Magnet, parse_magnet
-from core.metainfo import Metainfo
+from core.formats.magnet import Magnet, parse_magnet
+from core.formats.metainfo import Metainfo
 from core.piecestate import PieceState
 from core.torrent import Torrent
 from core.types import PiecePriority
@@ -78,7 +78,7 @@ def files_of(mi: Metainfo) -> tuple[FileRow, ...]:
     """The payload files of a parsed torrent, as the add dialog lists them (nothing done)."""
     info = mi.info
     single = len(info.payload_files()) == 1
-    # Sanitized names (core.safepath): each file says what the torrent called
+    # Sanitized names (core.formats.safepath): each file says what the torrent called
     # it, the torrent's own name included, so nothing lands somewhere unexpected.
     originals = {r.safe: r.original for r in mi.renamed_paths}
     old_name = originals.get(info.name)

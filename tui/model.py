@@ -50,7 +50,7 @@ class FileRow:
     first_piece: int
     last_piece: int
     #: The path the torrent gave (``name/dir/file``) when it had to be made
-    #: safe (core.safepath), so the add dialog can say where a file really goes.
+    #: safe (core.formats.safepath), so the add dialog can say where a file really goes.
     renamed_from: str | None = None
 
     @property

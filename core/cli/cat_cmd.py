@@ -28,7 +28,7 @@ from typing import BinaryIO
 from ..client import Client
 from ..config import ClientConfig
 from ..errors import TorrentError
-from ..metainfo import Metainfo
+from ..formats.metainfo import Metainfo
 from ..reader import Reader
 from ..stats import TorrentState
 from ..torrent import Torrent

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from ..create import create_torrent
+from ..formats.create import create_torrent
 from . import fmt
 from .usage import UsageError
 

@@ -39,8 +39,8 @@ from ..client import Client
 from ..config import ClientConfig, default_data_dir
 from ..errors import TorrentError
 from ..events import PeerConnected, PeerDisconnected
-from ..magnet import Magnet
-from ..metainfo import Metainfo
+from ..formats.magnet import Magnet
+from ..formats.metainfo import Metainfo
 from ..stats import TorrentState
 from ..torrent import Torrent
 from ..types import PiecePriority

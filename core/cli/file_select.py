@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from ..info import Info
+from ..formats.info import Info
 from .usage import UsageError
 
 #: How many suggestions an unknown path error lists.

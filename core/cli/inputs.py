@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..bencoding import decode
 from ..errors import BencodeError, MagnetError, MetainfoError, TorrentError
-from ..magnet import Magnet, parse_magnet
-from ..metainfo import Metainfo
+from ..formats.bencoding import decode
+from ..formats.magnet import Magnet, parse_magnet
+from ..formats.metainfo import Metainfo
 
 __all__ = [
     "MAX_INPUT_BYTES",

@@ -24,8 +24,8 @@ from pathlib import Path
 from ..client import Client
 from ..config import ClientConfig
 from ..errors import TorrentError
-from ..magnet import Magnet
-from ..metainfo import Metainfo
+from ..formats.magnet import Magnet
+from ..formats.metainfo import Metainfo
 from ..types import PiecePriority
 from . import fmt
 from .download_cmd import is_magnet, parse_peer

@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from collections.abc import Iterable
 
-from ..metainfo import FileEntry, Metainfo
+from ..formats.metainfo import FileEntry, Metainfo
 from . import fmt
 from .inputs import input_name, load_torrent
 

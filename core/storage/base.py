@@ -167,7 +167,7 @@ class SegmentedStorage(ABC):
         """Digest of each ``block_size`` block of the piece (the last may be short).
 
         These are the BEP 52 merkle leaves of a v2 piece; the engine folds
-        them with :mod:`core.merkle`.  Reads are bounded like
+        them with :mod:`core.formats.merkle`.  Reads are bounded like
         :meth:`hash_piece`, so huge v2 pieces never sit in memory whole.
         """
         layout = self.layout

@@ -40,7 +40,7 @@ from ..errors import StorageError
 from .base import UnsafePathError
 
 if TYPE_CHECKING:
-    from ..info import Info
+    from ..formats.info import Info
 
 __all__ = ["GAP", "Layout", "LayoutFile", "Segment"]
 

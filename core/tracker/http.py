@@ -37,8 +37,8 @@ from typing import Any
 import aiohttp
 import yarl
 
-from ..bencoding import decode
 from ..errors import BencodeError, TrackerError
+from ..formats.bencoding import decode
 from .compact import MAX_PEERS, PeerList, decode_peer_dicts, decode_peers4, decode_peers6
 from .types import AnnounceEvent, AnnounceRequest, AnnounceResponse, ScrapeResult
 

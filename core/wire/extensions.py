@@ -14,8 +14,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..bencoding import decode, decode_prefix, encode
 from ..errors import BencodeError, RemoteProtocolError
+from ..formats.bencoding import decode, decode_prefix, encode
 from .lengths import BLOCK_SIZE
 
 __all__ = [

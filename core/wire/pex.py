@@ -33,8 +33,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..bencoding import decode, encode
 from ..errors import BencodeError, LocalProtocolError, RemoteProtocolError
+from ..formats.bencoding import decode, encode
 
 __all__ = [
     "DECODE_LIMIT",

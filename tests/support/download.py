@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from core.client import Client
-from core.metainfo import Metainfo
+from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.torrent import Torrent
 from tests.support.engine import loopback_config, make_torrent

@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 
 from core.config import ClientConfig
-from core.create import create_torrent
-from core.metainfo import Metainfo
+from core.formats.create import create_torrent
+from core.formats.metainfo import Metainfo
 
 
 def loopback_config(tmp: Path, name: str, **overrides: object) -> ClientConfig:

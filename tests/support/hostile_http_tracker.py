@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from core.bencoding import encode
+from core.formats.bencoding import encode
 
 GOOD_PEERS4: tuple[tuple[str, int], ...] = (("10.0.0.1", 6881), ("192.168.1.2", 51413))
 GOOD_PEERS6: tuple[tuple[str, int], ...] = (("2001:db8::1", 6881), ("fe80::2", 1))

@@ -33,8 +33,8 @@ from types import TracebackType
 
 import pytest
 
-from core.bencoding import decode
 from core.errors import TorrentError
+from core.formats.bencoding import decode
 
 OPENTRACKER = "opentracker"
 _LIVE: set[OpenTracker] = set()

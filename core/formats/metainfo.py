@@ -1,6 +1,6 @@
 """Torrent metainfo: a .torrent file, i.e. the ``info`` dict and what surrounds it.
 
-The ``info`` dict is parsed strictly by :mod:`core.info`; the optional fields
+The ``info`` dict is parsed strictly by :mod:`core.formats.info`; the optional fields
 around it are read leniently (a malformed ``comment`` or tracker list is
 dropped, not fatal), since they never decide what we write to disk.
 
@@ -8,7 +8,7 @@ Error policy: malformed bencode raises :class:`~core.errors.BencodeError`
 (with the byte offset) and is let through unchanged; everything that is valid
 bencode but not a valid torrent raises :class:`~core.errors.MetainfoError`.
 Both derive from ``TorrentError`` and ``ValueError``; nothing else escapes.
-See :mod:`core.info` for the file-path and offset conventions.
+See :mod:`core.formats.info` for the file-path and offset conventions.
 
 Leniency, following libtorrent so that every torrent it opens opens here:
 unsafe names are sanitized (``Metainfo.renamed_paths``), bytes after the
@@ -27,9 +27,10 @@ from os import PathLike
 from types import MappingProxyType
 from typing import Any
 
+from ..errors import BencodeError, MetainfoError
+from ..types import InfoHash
 from . import merkle
 from .bencoding import decode, decode_with_spans, encode
-from .errors import BencodeError, MetainfoError
 from .info import (
     MAX_PIECE_LENGTH,
     MAX_PIECES,
@@ -43,7 +44,6 @@ from .info import (
     parse_info,
     parse_info_dict,
 )
-from .types import InfoHash
 
 __all__ = [
     "MAX_PIECES",

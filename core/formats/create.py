@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..errors import MetainfoError, StorageError
 from . import merkle
 from .bencoding import encode
-from .errors import MetainfoError, StorageError
 from .metainfo import Metainfo
 
 __all__ = [

@@ -21,7 +21,7 @@ from typing import Any
 
 import bencodepy
 
-from .errors import BencodeError
+from ..errors import BencodeError
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",

@@ -54,8 +54,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .errors import MagnetError
-from .types import InfoHash
+from ..errors import MagnetError
+from ..types import InfoHash
 
 __all__ = ["MAX_FILE_INDEX", "Magnet", "parse_magnet"]
 

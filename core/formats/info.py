@@ -3,7 +3,7 @@
 Parsing is strict: the ``info`` dict decides what we download and where we
 write it.  Malformed bencode raises :class:`~core.errors.BencodeError`;
 anything else wrong raises :class:`~core.errors.MetainfoError`.  The .torrent
-around the info dict is :mod:`core.metainfo`.
+around the info dict is :mod:`core.formats.metainfo`.
 
 Conventions:
 
@@ -20,7 +20,7 @@ Conventions:
 * Limits: piece length up to 4 GiB, at most 2**24 pieces, total length up to
   2**50 bytes; beyond that a torrent is rejected rather than letting a caller
   allocate a bitfield of absurd size.
-* Names are sanitized, not refused (:mod:`core.safepath`, libtorrent's
+* Names are sanitized, not refused (:mod:`core.formats.safepath`, libtorrent's
   rules): ``..``, separators, invalid UTF-8, over-long names and duplicate
   paths are turned into safe, distinct names, and ``Info.renamed`` lists
   every change (original -> safe) so a user can be told.  What cannot be
@@ -44,11 +44,11 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from ..errors import MetainfoError
+from ..types import InfoHash
 from . import merkle
 from .bencoding import decode, first_unsorted_key
-from .errors import MetainfoError
 from .safepath import resolve_duplicates, resolve_under, sanitize_component, show_raw
-from .types import InfoHash
 
 __all__ = [
     "MAX_PIECES",
@@ -567,7 +567,7 @@ def _renames(
 def parse_info_dict(info: Any, *, raw_info: bytes | None = None) -> Info:
     """Validate a decoded ``info`` dict (strings as bytes) and build :class:`Info`.
 
-    Unsafe names are sanitized, never refused (see :mod:`core.safepath`);
+    Unsafe names are sanitized, never refused (see :mod:`core.formats.safepath`);
     ``Info.renamed`` lists each change.  A multi-file torrent whose ``name``
     is unusable (``.``, ``..``) is named after its info-hash in hex, as
     libtorrent does, when ``raw_info`` (the exact bytes) is given, else ``_``.

@@ -46,7 +46,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .errors import MetainfoError
+from ..errors import MetainfoError
 
 __all__ = [
     "MAX_COMPONENT_BYTES",
