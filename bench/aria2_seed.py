@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.client import Client
+from core.engine.client import Client
 from core.formats.create import create_torrent
 from core.stats import TorrentState
 from tests.support.aria2 import Aria2

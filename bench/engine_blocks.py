@@ -2,8 +2,8 @@
 
 bench/throughput.py measures the whole system, where two shared cores, the
 seeder and page-cache effects blur small changes.  This one isolates the
-part that runs on our event loop: a real :class:`~core.client.Client` and
-:class:`~core.torrent.Torrent` (memory storage) download from a sans-IO
+part that runs on our event loop: a real :class:`~core.engine.client.Client` and
+:class:`~core.engine.torrent.Torrent` (memory storage) download from a sans-IO
 :class:`~core.wire.PeerConnection` acting as a seeder, through a fake
 transport.  Bytes are handed to ``PeerProtocol`` exactly as an
 ``asyncio.BufferedProtocol`` would get them (``get_buffer`` then
@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.client import Client
 from core.config import ClientConfig
+from core.engine.client import Client
+from core.engine.peer import Peer
 from core.events import PeerSource
 from core.formats.create import create_torrent
-from core.peer import Peer
 from core.wire import HaveAll, PeerConnection, Request, Unchoke
 
 

@@ -2,7 +2,7 @@
 
 The benchmark measures CPU time and peak RSS per process, so our client must
 not share a process with the harness (or with libtorrent).  This script runs
-one :class:`~core.client.Client` sealed to 127.0.0.1 in one of two roles and
+one :class:`~core.engine.client.Client` sealed to 127.0.0.1 in one of two roles and
 prints JSON lines on stdout (monotonic timestamps are system-wide on Linux,
 so the parent can compare them with its own clock):
 
@@ -17,7 +17,7 @@ so the parent can compare them with its own clock):
 ``BENCH_PROFILE=FILE`` runs the role under cProfile and dumps stats to FILE.
 Experiment knobs: ``BENCH_COUNT_READS=1`` reports socket reads and bytes per
 read; ``BENCH_BUFFER_KIB`` sets the wire receive buffer; ``BENCH_POOL_MIB``
-the spare piece buffers kept (``core.piece_pipeline.BUF_POOL_BYTES``).
+the spare piece buffers kept (``core.engine.piece_pipeline.BUF_POOL_BYTES``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.client import Client
 from core.config import ClientConfig
+from core.engine.client import Client
 from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 
@@ -148,9 +148,9 @@ def main(argv: list[str]) -> int:
     if os.environ.get("BENCH_COUNT_READS"):
         count_reads()
     if os.environ.get("BENCH_POOL_MIB"):  # experiment: spare piece buffers kept
-        import core.piece_pipeline
+        import core.engine.piece_pipeline
 
-        core.piece_pipeline.BUF_POOL_BYTES = int(os.environ["BENCH_POOL_MIB"]) << 20
+        core.engine.piece_pipeline.BUF_POOL_BYTES = int(os.environ["BENCH_POOL_MIB"]) << 20
     if os.environ.get("BENCH_BUFFER_KIB"):  # experiment: receive buffer size
         from core.wire import PeerConnection
 

@@ -20,7 +20,7 @@ from collections import deque
 from bitarray import bitarray
 from bitarray.util import ones, urandom
 
-from core.picker import Picker
+from core.engine.picker import Picker
 
 
 def run(

@@ -35,8 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.client import Client
 from core.config import ClientConfig
+from core.engine.client import Client
 from core.formats.create import create_torrent
 from core.formats.metainfo import Metainfo
 from core.types import PiecePriority

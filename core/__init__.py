@@ -7,8 +7,10 @@ imports ``textual`` or ``rich``; the UI depends on the engine, never the
 other way round.
 """
 
-from .client import Client
 from .config import ClientConfig
+from .engine.client import Client
+from .engine.files import File, Piece
+from .engine.torrent import Torrent
 from .errors import (
     BencodeError,
     ConfigError,
@@ -20,12 +22,10 @@ from .errors import (
     TorrentError,
     TrackerError,
 )
-from .files import File, Piece
 from .formats.magnet import Magnet, parse_magnet
 from .formats.metainfo import Metainfo
 from .piecestate import PieceState, PieceStateRun
 from .stats import ClientStats, ConnStats, TorrentState, TorrentStats
-from .torrent import Torrent
 from .types import InfoHash, PiecePriority
 
 __all__ = [

@@ -240,11 +240,11 @@ class PeerRow:
     requests_outstanding: int
     #: The peer connected to us (we did not dial it), whatever its source.
     incoming: bool = False
-    #: We want blocks from it but it has sent none for a while (see core.choker).
+    #: We want blocks from it but it has sent none for a while (see core.engine.choker).
     snubbed: bool = False
     #: Failed pieces it sent data for, alone or with others, across reconnects.
     hash_failures: int = 0
-    #: Suspected of sending bad data: it only gets whole pieces of its own (see core.blame).
+    #: Suspected of sending bad data: it only gets whole pieces of its own (see core.engine.blame).
     on_parole: bool = False
     #: Its requests we have queued and not yet served (uploads to it).
     requests_queued: int = 0

@@ -102,7 +102,7 @@ class TorrentStats(ConnStats):
     #: Unverified bytes dropped when a piece was started over to keep a peer on
     #: parole apart from others (received, counted useful, never written).
     bytes_discarded: int = 0
-    #: Connected peers on parole: suspected of sending bad data (see core.blame).
+    #: Connected peers on parole: suspected of sending bad data (see core.engine.blame).
     peers_on_parole: int = 0
     #: Connected peers that sent data for at least one piece that failed its hash check.
     peers_with_hash_failures: int = 0

@@ -1,11 +1,11 @@
-"""Trust, parole and smart ban without sockets (core.blame), and the picker's parole rules."""
+"""Trust, parole and smart ban without sockets (core.engine.blame), and the parole picks."""
 
 from __future__ import annotations
 
 from bitarray import bitarray
 
-from core.blame import BAN_TRUST, Ban, BlameLedger
-from core.picker import CHUNK_SIZE, Picker
+from core.engine.blame import BAN_TRUST, Ban, BlameLedger
+from core.engine.picker import CHUNK_SIZE, Picker
 
 GOOD, BAD = b"good", b"bad!"
 

@@ -1,4 +1,4 @@
-"""Tests for core.choker with a scripted clock."""
+"""Tests for core.engine.choker with a scripted clock."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from core.choker import SNUB_TIMEOUT, Choker, PeerView, is_snubbed
+from core.engine.choker import SNUB_TIMEOUT, Choker, PeerView, is_snubbed
 
 
 def peer(

@@ -31,7 +31,7 @@ from core.cli.download_cmd import (
 )
 from core.cli.main import build_parser, main
 from core.cli.usage import UsageError
-from core.client import Client
+from core.engine.client import Client
 from tests.support.download import (
     cli_args,
     download_process,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.cli.main import main
-from core.client import Client
+from core.engine.client import Client
 from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
 from core.tracker import announce, scrape

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
+from core.engine.torrent import Torrent
 from core.errors import TorrentError
 from core.stats import TorrentState
-from core.torrent import Torrent
 from tests.support.download import (
     cli_args,
     download_process,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
 from core.events import (
     PeerConnected,
     PieceStateChanged,

@@ -19,8 +19,8 @@ from typing import Any, Literal
 import pytest
 
 from core.bus import Subscription
-from core.client import Client
 from core.config import ClientConfig
+from core.engine.client import Client
 from core.events import PeerConnected
 from core.formats.create import create_torrent
 from core.formats.metainfo import Metainfo

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
 from core.events import ClientSnapshot, PeerDisconnected
 from tests.support.engine import loopback_config, make_torrent
 

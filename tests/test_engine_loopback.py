@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
 from core.stats import TorrentState
 from tests.support.engine import loopback_config, make_torrent, tree_digest
 

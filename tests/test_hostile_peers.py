@@ -29,7 +29,9 @@ import pytest
 from bitarray import bitarray
 
 from core.bus import Subscription
-from core.client import Client
+from core.engine.client import Client
+from core.engine.peer import Peer
+from core.engine.torrent import Torrent
 from core.errors import StorageError, TorrentError
 from core.events import (
     Event,
@@ -40,11 +42,9 @@ from core.events import (
 )
 from core.formats import bencoding
 from core.formats.metainfo import Metainfo
-from core.peer import Peer
 from core.stats import TorrentState
 from core.storage import Layout, MemoryStorage, Storage
 from core.storage.base import BlockData
-from core.torrent import Torrent
 from core.wire.connection import FLOOD_FACTOR
 from core.wire.messages import (
     MAX_EXTENDED_PAYLOAD,
@@ -538,7 +538,7 @@ async def _peer_that_read(torrent: Torrent, address: tuple[str, int], nbytes: in
 async def test_unfinished_handshake_times_out(
     tmp_path: Path, sent: bytes | str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="core.client")
+    caplog.set_level(logging.DEBUG, logger="core.engine.client")
     timeout = 0.5
     async with swarm(tmp_path, handshake_timeout=timeout) as sw:
         sw.add_honest()
@@ -579,7 +579,7 @@ async def test_unfinished_handshake_times_out(
 async def test_bad_handshake_dropped(
     tmp_path: Path, sent: bytes | str, expected: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="core.client")
+    caplog.set_level(logging.DEBUG, logger="core.engine.client")
     async with swarm(tmp_path) as sw:
         sw.add_honest()
         raw = await RawPeer.connect(sw.leecher.listen_port)

@@ -31,13 +31,13 @@ from typing import Any, Literal
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
+from core.engine.torrent import Torrent
 from core.events import PeerConnected
 from core.formats.create import create_torrent
 from core.formats.info import Info
 from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
-from core.torrent import Torrent
 from tests.support.engine import loopback_config
 from tests.support.ltharness import (
     Encryption,

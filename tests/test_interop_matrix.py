@@ -2,7 +2,7 @@
 
 Each case moves the same multi-file torrent (files of odd sizes, so most
 pieces span two or more files; a directory tree; an empty file) between our
-:class:`~core.client.Client` and one real client on 127.0.0.1, and compares
+:class:`~core.engine.client.Client` and one real client on 127.0.0.1, and compares
 SHA-256 of every file.  Each case has a timeout and stops every process it
 started, by pid.  Rates go to the terminal summary (one line per case) and
 are wall time from the start of the transfer to the completed, verified
@@ -30,11 +30,11 @@ from typing import Any
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
+from core.engine.torrent import Torrent
 from core.formats.create import create_torrent
 from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
-from core.torrent import Torrent
 from tests.support.aria2 import Aria2, aria2c_binary
 from tests.support.engine import loopback_config
 from tests.support.interop_report import record

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
 from core.config import ClientConfig
+from core.engine.client import Client
+from core.engine.metadata import METADATA_PIECE_SIZE
 from core.errors import MagnetError, TorrentError
 from core.events import MetadataReceived, PeerConnected, PeerSource
 from core.formats.bencoding import decode
 from core.formats.magnet import Magnet
 from core.formats.metainfo import Metainfo
-from core.metadata import METADATA_PIECE_SIZE
 from core.stats import TorrentState
 from core.types import InfoHash, PiecePriority
 from core.wire import UT_METADATA, UT_PEX, ExtensionHandshake

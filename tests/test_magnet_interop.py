@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
 from core.events import PeerSource
 from core.formats.magnet import Magnet
 from core.formats.metainfo import Metainfo

@@ -10,10 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import RemoteProtocolError
-from core.formats.bencoding import encode
-from core.formats.info import parse_info
-from core.metadata import (
+from core.engine.metadata import (
     MAX_MISSES,
     METADATA_PIECE_SIZE,
     METADATA_SIZE_LIMIT,
@@ -21,6 +18,9 @@ from core.metadata import (
     MetadataFetcher,
     MetadataServer,
 )
+from core.errors import RemoteProtocolError
+from core.formats.bencoding import encode
+from core.formats.info import parse_info
 from core.types import InfoHash
 from core.wire.extensions import (
     MetadataData,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
+from core.engine.metadata import METADATA_PIECE_SIZE, METADATA_SIZE_LIMIT
 from core.formats.magnet import Magnet
 from core.formats.metainfo import Metainfo
-from core.metadata import METADATA_PIECE_SIZE, METADATA_SIZE_LIMIT
 from core.wire import UT_METADATA, ExtensionHandshake
 from core.wire.extensions import (
     MetadataData,

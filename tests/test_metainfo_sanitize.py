@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.client import Client
+from core.engine.client import Client
 from core.errors import MetainfoError
 from core.formats.bencoding import encode
 from core.formats.create import create_torrent

@@ -1,4 +1,4 @@
-"""BEP 11 ut_pex: the codec (core.wire.pex) and per-connection state (core.pex)."""
+"""BEP 11 ut_pex: the codec (core.wire.pex) and per-connection state (core.engine.pex)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import LocalProtocolError, RemoteProtocolError
-from core.formats.bencoding import encode
-from core.pex import (
+from core.engine.pex import (
     MAX_ACCEPT_PER_MESSAGE,
     MAX_PER_MESSAGE,
     PexState,
     local_extensions,
     peer_flags,
 )
+from core.errors import LocalProtocolError, RemoteProtocolError
+from core.formats.bencoding import encode
 from core.wire.extensions import UT_METADATA, UT_PEX
 from core.wire.pex import (
     DECODE_LIMIT,

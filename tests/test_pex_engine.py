@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from core.bus import Subscription
-from core.client import Client
+from core.engine.client import Client
+from core.engine.peer import Peer
+from core.engine.torrent import Torrent
 from core.events import PeerConnected, PeerSource
 from core.formats.bencoding import encode as bencode
 from core.formats.metainfo import Metainfo
-from core.peer import Peer
-from core.torrent import Torrent
 from core.wire import UT_PEX, ExtensionHandshake
 from core.wire.extensions import decode_extension_handshake, encode_extension_handshake
 from core.wire.messages import Extended, HaveNone, Reserved

@@ -1,4 +1,4 @@
-"""Tests for core.picker: order rules, endgame, hash failures, unverified cap, a simulation."""
+"""core.engine.picker: order rules, endgame, hash failures, unverified cap, a simulation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from bitarray import bitarray
 from bitarray.util import ones, zeros
 
-from core.picker import CHUNK_SIZE, BlockOutcome, Picker, Request
+from core.engine.picker import CHUNK_SIZE, BlockOutcome, Picker, Request
 from core.types import PiecePriority
 
 KiB = 1024

@@ -1,4 +1,4 @@
-"""core.picker with per-piece sizes: pure BitTorrent v2 (BEP 52) geometry.
+"""core.engine.picker with per-piece sizes: pure BitTorrent v2 (BEP 52) geometry.
 
 In a v2 torrent each file starts on a piece boundary, so the last piece of
 every file may be short, in the middle of the piece space.  The layouts here
@@ -16,8 +16,8 @@ import pytest
 from bitarray import bitarray
 from bitarray.util import ones, zeros
 
+from core.engine.picker import CHUNK_SIZE, Picker, Request
 from core.formats.create import create_torrent
-from core.picker import CHUNK_SIZE, Picker, Request
 from core.types import PiecePriority
 
 KiB = 1024

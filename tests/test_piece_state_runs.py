@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
 from core.events import Lagged, PieceStateChanged
 from core.piecestate import (
     PieceState,

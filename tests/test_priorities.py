@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from core.client import Client
-from core.torrent import Torrent
+from core.engine.client import Client
+from core.engine.torrent import Torrent
 from core.types import PiecePriority
 from tests.support.engine import loopback_config, make_torrent
 

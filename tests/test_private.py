@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
+from core.engine.metadata import METADATA_PIECE_SIZE
 from core.events import PeerSource
 from core.formats.create import create_torrent
 from core.formats.magnet import Magnet
 from core.formats.metainfo import Metainfo
-from core.metadata import METADATA_PIECE_SIZE
 from core.wire import UT_METADATA, UT_PEX, ExtensionHandshake
 from core.wire.extensions import (
     MetadataData,

@@ -22,13 +22,19 @@ from typing import Any
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
+from core.engine.reader import (
+    MAX_READAHEAD,
+    MIN_READAHEAD,
+    ReadaheadContext,
+    Reader,
+    default_readahead,
+)
+from core.engine.streaming import ReaderWindows, Window
+from core.engine.torrent import Torrent
 from core.errors import TorrentError
 from core.formats.create import create_torrent
 from core.formats.metainfo import Metainfo
-from core.reader import MAX_READAHEAD, MIN_READAHEAD, ReadaheadContext, Reader, default_readahead
-from core.streaming import ReaderWindows, Window
-from core.torrent import Torrent
 from core.types import PiecePriority
 from tests.support.engine import loopback_config, make_torrent
 from tests.support.ltharness import (

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from bitarray.util import ones
 
-from core.client import Client
-from core.picker import CHUNK_SIZE, Picker
-from core.torrent import Torrent
+from core.engine.client import Client
+from core.engine.picker import CHUNK_SIZE, Picker
+from core.engine.torrent import Torrent
 from core.types import PiecePriority
 from tests.support.engine import loopback_config, make_torrent
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
 from core.events import PieceHashFailed
 from core.formats.metainfo import Metainfo
 from core.storage import FileStorage, Layout

@@ -18,12 +18,12 @@ from urllib.parse import parse_qs
 import pytest
 from aiohttp import web
 
-from core.client import Client
+from core.engine.client import Client
+from core.engine.torrent import Torrent
 from core.events import PeerSource, TrackerAnnounced, TrackerFailed
 from core.formats.bencoding import encode
 from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
-from core.torrent import Torrent
 from core.tracker.types import AnnounceEvent
 from tests.support.engine import loopback_config, make_torrent, tree_digest
 

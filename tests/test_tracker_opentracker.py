@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
 from core.errors import TrackerError
 from core.events import PeerSource, TrackerAnnounced
 from core.formats.metainfo import Metainfo

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core.client import Client
 from core.config import ClientConfig
+from core.engine.client import Client
 from core.events import PeerConnected, PeerSource, PieceHashFailed
 from core.formats.magnet import parse_magnet
 from core.formats.metainfo import Metainfo

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
 from core.config import ClientConfig
+from core.engine.client import Client
 from core.errors import TorrentError
 from core.stats import TorrentState
 from core.types import PiecePriority

@@ -6,7 +6,7 @@ mid-connection, a ``bitfield`` of what it has so far.  Our connection used to
 fail on both (a have-set after the have-set, more requests than ``reqq``);
 aria2 kept the dead connection open, so from its side the upload "stalled
 after 160 blocks".  These tests play that peer on a raw socket against a
-real seeding :class:`~core.client.Client`: its socket is left unread while
+real seeding :class:`~core.engine.client.Client`: its socket is left unread while
 the requests pile up (so our writes pause and the upload queue fills), then
 drained, and every block must arrive, correct, on the one connection.
 """
@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 from bitarray import bitarray
 
-from core import upload
-from core.client import Client
+from core.engine import upload
+from core.engine.client import Client
+from core.engine.torrent import Torrent
 from core.formats.metainfo import Metainfo
 from core.net import peer_io
 from core.stats import TorrentState
-from core.torrent import Torrent
 from core.wire.messages import (
     Bitfield,
     Have,
@@ -203,7 +203,7 @@ async def test_a_stalled_upload_is_visible_and_logged(
                     await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)
             await peer.send(*second)
-            with caplog.at_level(logging.WARNING, logger="core.upload"):
+            with caplog.at_level(logging.WARNING, logger="core.engine.upload"):
                 async with asyncio.timeout(15):
                     while not any("stalled" in r.getMessage() for r in caplog.records):
                         await asyncio.sleep(0.1)

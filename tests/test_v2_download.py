@@ -27,13 +27,13 @@ from urllib.parse import parse_qs
 import pytest
 from aiohttp import web
 
-from core.client import Client
+from core.engine.client import Client
+from core.engine.torrent import Torrent
 from core.events import PieceHashFailed
 from core.formats import bencoding
 from core.formats.create import create_torrent
 from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
-from core.torrent import Torrent
 from core.types import PiecePriority
 from tests.support.engine import loopback_config
 from tests.support.ltharness import (

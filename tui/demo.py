@@ -9,13 +9,13 @@ loop, under a temporary directory:
   Project" with seasons, subtitles and extras, a single-file Linux-ISO-like
   image, a photo album of many small files, and a soundtrack offered as a
   magnet link when the engine can add magnets;
-* four seeding :class:`~core.client.Client` instances: two honest fast
+* four seeding :class:`~core.engine.client.Client` instances: two honest fast
   seeders, a slow one (a low upload limit: the ISO trickles in), and a bad
   one whose storage flips bytes in most pieces it uploads, so the user's
   client sees hash failures: the first puts the bad peer on parole (the
   Peers tab's Fail column shows ``1 P``; from then on it only gets whole
   pieces of its own), and its next failed piece, its alone, bans it, a
-  few seconds into the demo (see :mod:`core.blame`);
+  few seconds into the demo (see :mod:`core.engine.blame`);
 * a tiny HTTP tracker (:mod:`tui.demo_tracker`) in the torrents, so peers
   are found through the Trackers tab too;
 * once the user's client runs, a leecher that knows only the user and
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.client import Client
 from core.config import ClientConfig
+from core.engine.client import Client
 from core.formats.create import create_torrent
 from core.formats.magnet import Magnet
 from core.formats.metainfo import Metainfo

@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.bus import Subscription
-from core.client import Client
 from core.config import ClientConfig
+from core.engine.client import Client
+from core.engine.torrent import Torrent
 from core.errors import MagnetError, MetainfoError, TorrentError
 from core.events import TorrentRow
 from core.formats.magnet import parse_magnet
 from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
-from core.torrent import Torrent
 from core.types import InfoHash, PiecePriority
 
 from .engine_views import classify_source as classify_source

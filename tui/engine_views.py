@@ -1,7 +1,7 @@
 """Pure views for the engine facade: core objects in, :mod:`tui.model` values out.
 
 Split from :mod:`tui.engine` along the line between reading and doing: these
-functions only look at a :class:`core.torrent.Torrent` (or a parsed
+functions only look at a :class:`core.engine.torrent.Torrent` (or a parsed
 :class:`core.formats.metainfo.Metainfo`, or a source string) and build the rows,
 piece map and info view the widgets show, or answer a question about them
 (how much a priority change touches, what kind of source a string is). They
@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from core.engine.torrent import Torrent
 from core.errors import MagnetError
 from core.events import PeerRow, TorrentRow
 from core.formats.magnet import Magnet, parse_magnet
 from core.formats.metainfo import Metainfo
 from core.piecestate import PieceState
-from core.torrent import Torrent
 from core.types import PiecePriority
 
 from .model import FileRow, PieceCell, PieceMap, TorrentInfoView

@@ -1,7 +1,7 @@
 """``torrent cat TORRENT PATH [--offset N] [--length N]``: stream one file to stdout.
 
 Only what is read is fetched: every file starts at priority NONE and a
-:class:`~core.reader.Reader` on the named file drives the download (the
+:class:`~core.engine.reader.Reader` on the named file drives the download (the
 piece under it first, then a readahead that grows while reading goes on
 contiguously), so ``torrent cat x.torrent movie.mkv | mpv -`` starts playing
 after the first pieces, not after the whole file.
@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from ..client import Client
 from ..config import ClientConfig
+from ..engine.client import Client
+from ..engine.reader import Reader
+from ..engine.torrent import Torrent
 from ..errors import TorrentError
 from ..formats.metainfo import Metainfo
-from ..reader import Reader
 from ..stats import TorrentState
-from ..torrent import Torrent
 from ..types import PiecePriority
 from .download_cmd import REDIAL_INTERVAL, STATE_DIR_ENV, is_magnet, parse_peer
 from .file_select import match_files

@@ -1,6 +1,6 @@
 """``torrent download TORRENT... [-o DIR] [--peer HOST:PORT]...``: fetch, maybe seed.
 
-A thin shell over :class:`~core.client.Client`.  Everything the engine can
+A thin shell over :class:`~core.engine.client.Client`.  Everything the engine can
 fail at reaches the user as one line and a non-zero exit: a torrent in the
 error state (full or read-only disk), no reachable peer, a bad file.
 
@@ -35,14 +35,14 @@ from pathlib import Path
 from typing import TextIO
 
 from ..bus import Subscription
-from ..client import Client
 from ..config import ClientConfig, default_data_dir
+from ..engine.client import Client
+from ..engine.torrent import Torrent
 from ..errors import TorrentError
 from ..events import PeerConnected, PeerDisconnected
 from ..formats.magnet import Magnet
 from ..formats.metainfo import Metainfo
 from ..stats import TorrentState
-from ..torrent import Torrent
 from ..types import PiecePriority
 from . import fmt
 from .file_select import match_files

@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..client import Client
 from ..config import ClientConfig
+from ..engine.client import Client
 from ..errors import TorrentError
 from ..formats.magnet import Magnet
 from ..formats.metainfo import Metainfo

@@ -20,7 +20,7 @@ come out as plain IPv4 so a peer is not known twice.
 Addresses are ``(host, port)`` with IPv6 hosts in compressed form without
 brackets, the shape ``Torrent.add_peers`` takes.  Decoding keeps at most
 ``limit`` entries per list (the rest are only counted in ``skipped``) so a
-megabyte of PEX costs no more than a sane message; :mod:`core.pex` applies
+megabyte of PEX costs no more than a sane message; :mod:`core.engine.pex` applies
 the per-peer policy on top.  Every decoding failure is a
 :class:`~core.errors.RemoteProtocolError`.
 """

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from core.client import Client
+from core.engine.client import Client
+from core.engine.torrent import Torrent
 from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
-from core.torrent import Torrent
 from tests.support.engine import loopback_config, make_torrent
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,12 +20,10 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .choker import PeerView, is_snubbed
-from .events import PeerConnected, PeerDisconnected, PeerSource
-from .net.peer_io import PeerProtocol
-from .peer import Peer
-from .stats import TorrentState
-from .wire import (
+from ..events import PeerConnected, PeerDisconnected, PeerSource
+from ..net.peer_io import PeerProtocol
+from ..stats import TorrentState
+from ..wire import (
     Bitfield,
     Choke,
     HaveAll,
@@ -36,6 +34,8 @@ from .wire import (
     Request,
     Unchoke,
 )
+from .choker import PeerView, is_snubbed
+from .peer import Peer
 
 if TYPE_CHECKING:
     from .torrent import Torrent
@@ -200,7 +200,7 @@ class Swarm:
             msgs.append(t._ext.handshake())
         if t._started:
             # Before the info dict is known and checked (a magnet), the
-            # have-set waits: see core.magnet_phase.
+            # have-set waits: see core.engine.magnet_phase.
             msgs += self.have_set(peer)
         proto.send_many(msgs)  # type: ignore[arg-type]
         t.client.bus.publish(PeerConnected(t.info_hash, peer.address, peer.client, peer.source))

@@ -15,7 +15,7 @@ Order of preference (highest first):
 In sequential mode (:meth:`Picker.set_sequential`, for streaming a torrent
 front to back) 2-4 give way to piece index order; priority still comes first.
 
-How the order stays cheap: :class:`core.piece_order.PieceOrder` keeps the
+How the order stays cheap: :class:`core.engine.piece_order.PieceOrder` keeps the
 requestable pieces in buckets that are updated in O(1) per change, and
 ``pick`` stops walking them as soon as it has enough requests. Pieces that
 cannot take a request (fully requested, complete and awaiting hash, had,
@@ -24,7 +24,7 @@ unwanted) are kept out of the buckets so the walk never wades through them.
 Endgame: once every wanted chunk is received or in flight, ``pick`` hands out
 chunks already requested from another peer, at most one duplicate per chunk.
 Chunk-level state (received, in flight, to whom) is kept by
-:class:`core.chunk_ledger.ChunkLedger`; the picker holds the piece-level policy.
+:class:`core.engine.chunk_ledger.ChunkLedger`; the picker holds the piece-level policy.
 
 Unverified cap: bytes received but not yet hashed are counted; once they reach
 ``max_unverified_bytes``, ``pick`` only continues pieces that already hold
@@ -33,7 +33,7 @@ the budget were spent on several half-received pieces.)
 
 Sets of pieces and chunks are big-endian ``bitarray``s (the BEP 3 bitfield
 layout); chunk ids and piece sizes (v1, or pure v2 with ``piece_sizes``) come
-from :class:`core.piece_geometry.PieceGeometry`.
+from :class:`core.engine.piece_geometry.PieceGeometry`.
 Bitfields passed in must be big-endian and exactly ``num_pieces`` long (the
 wire layer strips the padding bits); anything else raises ``ValueError``.
 
@@ -66,12 +66,12 @@ from itertools import islice
 from bitarray import bitarray
 from bitarray.util import any_and, zeros
 
+from ..types import PiecePriority
 from .chunk_ledger import ChunkLedger
 from .piece_geometry import CHUNK_SIZE as CHUNK_SIZE
 from .piece_geometry import PieceGeometry
 from .piece_geometry import Request as Request
 from .piece_order import OUT, REBUILD_FRACTION, PieceOrder, group_of
-from .types import PiecePriority
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ class Picker:
     sets per-piece priorities from file priorities and readers.
 
     ``num_pieces``, ``piece_length``, ``total_length`` and ``piece_sizes``
-    are checked and kept by :class:`~core.piece_geometry.PieceGeometry`.
+    are checked and kept by :class:`~core.engine.piece_geometry.PieceGeometry`.
     """
 
     def __init__(
@@ -150,7 +150,7 @@ class Picker:
         self._num_have = 0
 
         self._order = PieceOrder(n, self._rng)
-        # Parole (see core.blame): which peers asked for or sent chunks of each
+        # Parole (see core.engine.blame): which peers asked for or sent chunks of each
         # unfinished piece since it was last reset, and the pieces kept whole
         # for one peer on parole.  Both stay empty-cheap: only pieces in
         # progress are in ``_touch``, and ``_reserved`` only while someone is
@@ -452,7 +452,7 @@ class Picker:
         endgame none of them is outstanding to anyone else. If the peer chokes
         us, only pieces in its ``allowed_fast`` set (BEP 6) are considered.
 
-        ``exclusive`` (the peer is on parole, see :mod:`core.blame`): only
+        ``exclusive`` (the peer is on parole, see :mod:`core.engine.blame`): only
         pieces nobody else has asked for or sent are handed out, and they are
         kept for this peer alone (others skip them, endgame included), so a
         failure of such a piece is its own.  When nothing of that kind is

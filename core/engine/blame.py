@@ -6,7 +6,7 @@ liar keep poisoning when nearly every piece is shared with an honest (slower)
 peer: the honest data is thrown away with the lie, again and again.  So, as
 libtorrent does (smart ban, trust points, parole), every failure costs each
 of its senders some trust and puts it *on parole*: from then on the engine
-gives it only whole pieces on its own (see :mod:`core.picker`), so its next
+gives it only whole pieces on its own (see :mod:`core.engine.picker`), so its next
 failure is pinned on it alone, and a failure alone while on parole bans it.
 Good pieces earn trust back, and parole ends once the trust is no longer
 negative, so an honest peer that merely shared a piece with a liar is back to

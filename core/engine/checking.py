@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 from bitarray import bitarray
 from bitarray.util import zeros
 
+from ..stats import TorrentState
+from ..storage import DataMissingError
 from .picker import Picker
-from .stats import TorrentState
-from .storage import DataMissingError
 
 if TYPE_CHECKING:
     from .torrent import Torrent

@@ -10,10 +10,10 @@ cancel.
 Endgame: once every wanted chunk is received or in flight, the picker hands
 out chunks already requested from another peer
 (:meth:`ChunkLedger.add_duplicates`, at most one duplicate per chunk); when
-either copy arrives, :meth:`core.picker.Picker.on_block_received` names the
+either copy arrives, :meth:`core.engine.picker.Picker.on_block_received` names the
 other peer so the engine can send a cancel.
 
-Chunks are identified by id (see :mod:`core.piece_geometry`). The tables are
+Chunks are identified by id (see :mod:`core.engine.piece_geometry`). The tables are
 plain attributes because the picker's hot paths (``pick`` and
 ``on_block_received``, once per chunk) read and write them directly; a
 method call per block there is measurable. Everything else goes through the

@@ -44,8 +44,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .wire.extensions import UT_METADATA, UT_PEX
-from .wire.pex import (
+from ..wire.extensions import UT_METADATA, UT_PEX
+from ..wire.pex import (
     PEX_PREFERS_ENCRYPTION,
     PEX_REACHABLE,
     PEX_SEED,

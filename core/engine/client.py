@@ -23,21 +23,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .bus import EventBus
-from .config import ClientConfig, generate_peer_id
-from .errors import RemoteProtocolError, TorrentError
-from .events import ClientSnapshot, TorrentAdded, TorrentRemoved, TorrentRow
-from .formats.magnet import Magnet
-from .formats.metainfo import Metainfo
-from .net.peer_io import PeerProtocol
+from ..bus import EventBus
+from ..config import ClientConfig, generate_peer_id
+from ..errors import RemoteProtocolError, TorrentError
+from ..events import ClientSnapshot, TorrentAdded, TorrentRemoved, TorrentRow
+from ..formats.magnet import Magnet
+from ..formats.metainfo import Metainfo
+from ..net.peer_io import PeerProtocol
+from ..ratelimit import TokenBucket
+from ..stats import ClientStats, RateMeter, TorrentState
+from ..storage import CompletionStore, FileStorage, Layout, MemoryStorage, Storage
+from ..tracker import TrackerTransports
+from ..types import InfoHash
+from ..wire import Event, HandshakeReceived, PeerConnection, RemoteInfoHash
 from .peer import Peer
-from .ratelimit import TokenBucket
-from .stats import ClientStats, RateMeter, TorrentState
-from .storage import CompletionStore, FileStorage, Layout, MemoryStorage, Storage
 from .torrent import Torrent
-from .tracker import TrackerTransports
-from .types import InfoHash
-from .wire import Event, HandshakeReceived, PeerConnection, RemoteInfoHash
 
 if TYPE_CHECKING:
     from .magnet_phase import StorageFactory
@@ -304,7 +304,7 @@ class Client:
         the storage once the layout is known (default: the config's).  A
         torrent already here (by either hash) is returned with the magnet's
         trackers and peers added.  Raises :class:`~core.errors.MagnetError`
-        for a malformed link.  See :mod:`core.magnet_phase`.
+        for a malformed link.  See :mod:`core.engine.magnet_phase`.
         """
         from .magnet_phase import add_magnet
 

@@ -1,7 +1,7 @@
 """Readers: read any byte of a torrent (or one file) while it downloads.
 
 As in anacrolix/torrent, reads drive what is fetched.  A reader's position
-and readahead form a window (see :mod:`core.streaming`): the piece under the
+and readahead form a window (see :mod:`core.engine.streaming`): the piece under the
 position is ``NOW``, the next ``NEXT``, the rest of the readahead
 ``READAHEAD``; those priorities outrank every file priority, so the picker
 asks for them first.  Several readers combine (each piece takes the highest
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import TorrentError
+from ..errors import TorrentError
+from ..stats import TorrentState
 from .picker import CHUNK_SIZE
-from .stats import TorrentState
 from .streaming import Window
 
 if TYPE_CHECKING:

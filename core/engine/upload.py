@@ -21,10 +21,10 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from ..errors import StorageError
+from ..storage import DataMissingError
+from ..wire import Reject, Request
 from .checking import forget_piece
-from .errors import StorageError
-from .storage import DataMissingError
-from .wire import Reject, Request
 
 if TYPE_CHECKING:
     from .peer import Peer

@@ -6,13 +6,13 @@ priorities and piece-state events, and trackers; each other concern is a
 small object (or set of functions) of its own module that the torrent
 owns, with a back-reference to it:
 
-* :mod:`core.swarm` (``_swarm``): dialing, accepting, handshakes, interest,
+* :mod:`core.engine.swarm` (``_swarm``): dialing, accepting, handshakes, interest,
   requests and choking;
-* :mod:`core.piece_pipeline` (``_pipeline``): blocks into piece buffers,
+* :mod:`core.engine.piece_pipeline` (``_pipeline``): blocks into piece buffers,
   hash-and-write in worker threads, hash-failure blame, wanted-complete;
-* :mod:`core.upload` (``_upload``): serving requests from a piece read cache;
-* :mod:`core.checking`: the start-up check, ``verify_data``, forgetting a piece;
-* :mod:`core.streaming` (``_streaming``) and :mod:`core.peer_extensions`
+* :mod:`core.engine.upload` (``_upload``): serving requests from a piece read cache;
+* :mod:`core.engine.checking`: the start-up check, ``verify_data``, forgetting a piece;
+* :mod:`core.engine.streaming` (``_streaming``) and :mod:`core.engine.peer_extensions`
   (``_ext``): readers' windows and feeds; ut_metadata and ut_pex.
 
 Piece state that can change across an ``await`` is kept in explicit flags
@@ -31,33 +31,33 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bitarray import bitarray
 
+from ..errors import StorageError, TorrentError
+from ..events import PeerRow, PeerSource, PieceStateChanged, StorageFailed, TorrentStateChanged
+from ..formats.info import Info
+from ..formats.magnet import Magnet
+from ..formats.metainfo import Metainfo
+from ..net.peer_io import PeerProtocol
+from ..piecestate import PieceState, PieceStateRun, piece_state_runs
+from ..ratelimit import TokenBucket
+from ..stats import TorrentState, TorrentStats
+from ..storage import CompletionStore, Layout, Storage
+from ..tracker.announcer import Announcer
+from ..tracker.driver import TrackerDriver
+from ..tracker.types import AnnounceEvent, AnnounceRequest, TrackerStatus
+from ..types import InfoHash, PiecePriority
+from ..wire import ExtendedMessage, NotInterested
 from . import checking
 from .choker import Choker
-from .errors import StorageError, TorrentError
-from .events import PeerRow, PeerSource, PieceStateChanged, StorageFailed, TorrentStateChanged
 from .files import File, Piece
-from .formats.info import Info
-from .formats.magnet import Magnet
-from .formats.metainfo import Metainfo
-from .net.peer_io import PeerProtocol
 from .peer import Peer
 from .peer_extensions import PeerExtensions
 from .peer_rows import peer_rows
 from .picker import Picker
 from .piece_pipeline import PiecePipeline
-from .piecestate import PieceState, PieceStateRun, piece_state_runs
-from .ratelimit import TokenBucket
 from .reader import ReadaheadFunc, Reader
-from .stats import TorrentState, TorrentStats
-from .storage import CompletionStore, Layout, Storage
 from .streaming import PieceStateSubscription, Streaming
 from .swarm import Swarm
-from .tracker.announcer import Announcer
-from .tracker.driver import TrackerDriver
-from .tracker.types import AnnounceEvent, AnnounceRequest, TrackerStatus
-from .types import InfoHash, PiecePriority
 from .upload import Uploader
-from .wire import ExtendedMessage, NotInterested
 
 if TYPE_CHECKING:
     from .client import Client
@@ -77,12 +77,12 @@ Address = tuple[str, int]
 
 
 class Torrent:
-    """A torrent in a :class:`~core.client.Client`.
+    """A torrent in a :class:`~core.engine.client.Client`.
 
     A torrent added from a magnet link starts without its info dict: it is
     in ``FETCHING_METADATA`` with no ``info``, ``metainfo``, ``storage`` or
     ``layout`` (``has_info`` is False, ``files`` is empty and the picker is
-    an empty placeholder) until :mod:`core.magnet_phase` completes it with
+    an empty placeholder) until :mod:`core.engine.magnet_phase` completes it with
     ``_init_info``; ``wait_info()`` waits for that.
     """
 
@@ -257,7 +257,7 @@ class Torrent:
             f.set_first_last_pieces_first(on)
 
     def subscribe_piece_state_changes(self) -> PieceStateSubscription:
-        """A lossless, coalescing feed of piece state changes (see :mod:`core.streaming`)."""
+        """A lossless, coalescing feed of piece state changes (see :mod:`core.engine.streaming`)."""
         sub = PieceStateSubscription(self._streaming)
         self._streaming.subs.add(sub)
         return sub
@@ -538,7 +538,7 @@ class Torrent:
         return rp if rp > prio else prio
 
     def _file_priority_changed(self, f: File) -> None:
-        from .events import FilePriorityChanged
+        from ..events import FilePriorityChanged
 
         self._reprioritise(self._file_pieces(f))
         self.client.bus.publish(FilePriorityChanged(self.info_hash, f.index, f.priority))

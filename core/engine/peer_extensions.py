@@ -1,8 +1,8 @@
 """A torrent's BEP 10 extensions: ``ut_metadata`` (BEP 9) and ``ut_pex`` (BEP 11).
 
-The protocol decisions live in sans-IO modules: :class:`~core.metadata.MetadataFetcher`
-and :class:`~core.metadata.MetadataServer` (which piece to ask whom, trust,
-size votes, request rates) and :class:`~core.pex.PexState` (what to tell one
+The protocol decisions live in sans-IO modules: :class:`~core.engine.metadata.MetadataFetcher`
+and :class:`~core.engine.metadata.MetadataServer` (which piece to ask whom, trust,
+size votes, request rates) and :class:`~core.engine.pex.PexState` (what to tell one
 peer and when, how much of what it tells us to believe).  This module is the
 glue that feeds them the torrent's live connections and one timer, and turns
 their answers into extended messages.  ``Torrent`` calls it at four points:
@@ -54,11 +54,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .errors import RemoteProtocolError
-from .events import PeerSource
-from .metadata import BlockResult, MetadataFetcher, MetadataServer
-from .pex import DEFAULT_MIN_ACCEPT_INTERVAL, PexState, local_extensions, peer_flags
-from .wire import (
+from ..errors import RemoteProtocolError
+from ..events import PeerSource
+from ..wire import (
     UT_METADATA,
     UT_PEX,
     ExtendedMessage,
@@ -68,7 +66,9 @@ from .wire import (
     decode_metadata_message,
     encode_metadata_message,
 )
-from .wire.pex import decode_pex
+from ..wire.pex import decode_pex
+from .metadata import BlockResult, MetadataFetcher, MetadataServer
+from .pex import DEFAULT_MIN_ACCEPT_INTERVAL, PexState, local_extensions, peer_flags
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -93,7 +93,7 @@ class PeerExtensions:
         self.server: MetadataServer[str] | None = None
         self.pex: dict[Peer, PexState] = {}
         self._metadata_complete: bool = False
-        #: Called with the verified raw info dict (set by core.magnet_phase).
+        #: Called with the verified raw info dict (set by core.engine.magnet_phase).
         self.on_metadata: Callable[[bytes], Coroutine[Any, Any, None]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()

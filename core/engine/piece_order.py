@@ -1,6 +1,6 @@
 """The order in which requestable pieces are tried, kept up to date in O(1).
 
-Used by :mod:`core.picker`, which owns the chunk bookkeeping; this module only
+Used by :mod:`core.engine.picker`, which owns the chunk bookkeeping; this module only
 answers "in which order should a peer's pieces be tried".
 
 Every requestable piece sits in exactly one bucket keyed by ``(group,
@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from bitarray import bitarray
 from bitarray.util import any_and, count_and, zeros
 
-from .types import PiecePriority
+from ..types import PiecePriority
 
 _TOP = int(PiecePriority.NOW)
 NUM_GROUPS = _TOP * 2

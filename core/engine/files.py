@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .formats.info import FileEntry
-from .piecestate import PieceState
-from .types import PiecePriority
+from ..formats.info import FileEntry
+from ..piecestate import PieceState
+from ..types import PiecePriority
 
 if TYPE_CHECKING:
     from .reader import ReadaheadFunc, Reader

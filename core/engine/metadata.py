@@ -53,8 +53,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .types import InfoHash
-from .wire.extensions import MetadataData, MetadataReject, MetadataRequest
+from ..types import InfoHash
+from ..wire.extensions import MetadataData, MetadataReject, MetadataRequest
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",

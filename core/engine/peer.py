@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from bitarray import bitarray
 
-from .blame import TrustRecord
-from .events import PeerSource
-from .net.peer_io import PeerProtocol
-from .picker import CHUNK_SIZE
-from .stats import ConnStats, RateMeter
-from .types import PiecePriority
-from .wire import (
+from ..events import PeerSource
+from ..net.peer_io import PeerProtocol
+from ..stats import ConnStats, RateMeter
+from ..types import PiecePriority
+from ..wire import (
     AllowedFast,
     Bitfield,
     Cancel,
@@ -43,6 +41,8 @@ from .wire import (
     Suggest,
     Unchoke,
 )
+from .blame import TrustRecord
+from .picker import CHUNK_SIZE
 
 if TYPE_CHECKING:
     from .torrent import Torrent
@@ -117,9 +117,9 @@ class Peer:
         self.upload_queue: list[Request] = []
         # Queued uploads whose rate-limit tokens were already taken.
         self.paid_uploads: set[Request] = set()
-        #: Its current upload stall was logged (core.upload.check_stalls).
+        #: Its current upload stall was logged (core.engine.upload.check_stalls).
         self.upload_stall_logged = False
-        #: Its standing in this torrent (core.blame), shared with its other
+        #: Its standing in this torrent (core.engine.blame), shared with its other
         #: and later connections; set once the handshake names it.
         self.trust: TrustRecord | None = None
         #: Our bitfield went out; before a magnet's info is known and checked it waits.
@@ -152,7 +152,7 @@ class Peer:
 
     @property
     def on_parole(self) -> bool:
-        """Suspected of sending bad data: it only gets whole pieces of its own (core.blame)."""
+        """Suspected of sending bad data: it only gets whole pieces of its own (see blame)."""
         return self.trust is not None and self.trust.on_parole
 
     @property
@@ -198,7 +198,7 @@ class Peer:
         self.torrent._ext.on_handshake(self, ev)
 
     # Before a magnet's info dict is known, the connection keeps the have-set
-    # (it cannot be checked yet) and core.magnet_phase replays it.
+    # (it cannot be checked yet) and core.engine.magnet_phase replays it.
 
     # A have-set message may come again later (aria2 sends a bitfield after
     # have none): the connection then reports the new whole set, and the

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from ..events import PeerRow
 from .choker import is_snubbed
-from .events import PeerRow
 
 if TYPE_CHECKING:
     from .torrent import Torrent

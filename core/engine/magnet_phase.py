@@ -2,7 +2,7 @@
 
 Design, and why:
 
-* The :class:`~core.torrent.Torrent` exists from ``add_magnet`` on, in
+* The :class:`~core.engine.torrent.Torrent` exists from ``add_magnet`` on, in
   ``FETCHING_METADATA``, so the UI, the bus and ``wait_info()`` have one
   object to follow from start to finish, and the torrent's own peer
   machinery (dialling, incoming connections, bans, duplicate peer ids, peer
@@ -13,7 +13,7 @@ Design, and why:
 * Peers come from the magnet's ``x.pe`` (source MAGNET), its ``tr``
   trackers (announced at once, with a large ``left`` since the size is
   unknown), PEX, incoming connections and ``peers=`` (DIRECT).
-  :class:`~core.peer_extensions.PeerExtensions` fetches the info dict over
+  :class:`~core.engine.peer_extensions.PeerExtensions` fetches the info dict over
   ``ut_metadata`` from every connected peer that offers it.
 * When the verified info dict arrives (:func:`complete_metadata`), the
   torrent is completed in place and keeps its connections: storage and
@@ -43,15 +43,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import BencodeError, MetainfoError, RemoteProtocolError, TrackerError
-from .events import MetadataReceived, PeerSource, TorrentAdded
-from .formats.info import parse_info
-from .formats.magnet import Magnet, parse_magnet
-from .formats.metainfo import Metainfo
-from .stats import TorrentState
-from .storage import FileStorage, Layout, MemoryStorage, Storage
+from ..errors import BencodeError, MetainfoError, RemoteProtocolError, TrackerError
+from ..events import MetadataReceived, PeerSource, TorrentAdded
+from ..formats.info import parse_info
+from ..formats.magnet import Magnet, parse_magnet
+from ..formats.metainfo import Metainfo
+from ..stats import TorrentState
+from ..storage import FileStorage, Layout, MemoryStorage, Storage
+from ..types import InfoHash, PiecePriority
 from .torrent import Torrent
-from .types import InfoHash, PiecePriority
 
 if TYPE_CHECKING:
     from .client import Client

@@ -1,6 +1,6 @@
 """What readers need from a torrent: priority windows, waits for data, state feeds.
 
-A :class:`~core.reader.Reader` drives downloading by moving a window over the
+A :class:`~core.engine.reader.Reader` drives downloading by moving a window over the
 piece space: the piece under its position is ``NOW``, the one after it
 ``NEXT``, the rest of its readahead ``READAHEAD`` (anacrolix's
 ``reader.go``).  :class:`ReaderWindows` combines the windows of every open
@@ -23,9 +23,9 @@ import asyncio
 from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
-from .errors import TorrentError
-from .piecestate import PieceState
-from .types import PiecePriority
+from ..errors import TorrentError
+from ..piecestate import PieceState
+from ..types import PiecePriority
 
 if TYPE_CHECKING:
     from .torrent import Torrent

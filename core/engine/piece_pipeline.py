@@ -8,7 +8,7 @@ a time, and only then marked as had; only good data reaches the disk.  The
 picker's unverified-bytes cap bounds the buffers, so download never outruns
 hashing and memory stays bounded.
 
-Who sent bad data is judged by a :class:`core.blame.BlameLedger` (trust,
+Who sent bad data is judged by a :class:`core.engine.blame.BlameLedger` (trust,
 parole and smart ban, keyed by ``Client.blame_key`` so reconnecting does not
 reset it): every sender of a failed piece loses trust and goes on parole,
 where the picker gives it only whole pieces of its own, so its next failure
@@ -28,14 +28,14 @@ import hashlib
 import time
 from typing import TYPE_CHECKING
 
+from ..errors import StorageError
+from ..events import PieceHashFailed
+from ..stats import TorrentState
+from ..types import PiecePriority
+from ..wire import Cancel, Have
+from ..wire import Piece as PieceMsg
 from .blame import BlameLedger, Verdict
-from .errors import StorageError
-from .events import PieceHashFailed
 from .peer import Peer
-from .stats import TorrentState
-from .types import PiecePriority
-from .wire import Cancel, Have
-from .wire import Piece as PieceMsg
 
 if TYPE_CHECKING:
     from .torrent import Torrent
