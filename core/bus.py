@@ -83,11 +83,11 @@ class EventBus:
         seq = self._seq
         if isinstance(event, Edge):
             for sub in self._subs:
-                sub._push_edge(seq, event)
+                sub._push_edge(seq, event)  # noqa: SLF001 - Bus and Subscription are one unit
         elif isinstance(event, Level):
             key: Hashable = (type(event), event.key)
             for sub in self._subs:
-                sub._push_level(seq, key, event)
+                sub._push_level(seq, key, event)  # noqa: SLF001 - Bus and Subscription are one unit
         else:
             raise TypeError(f"only Edge and Level events can be published, not {event!r}")
 
@@ -96,7 +96,7 @@ class EventBus:
         self._closed = True
         subs, self._subs = self._subs, []
         for sub in subs:
-            sub._end(discard=False)
+            sub._end(discard=False)  # noqa: SLF001 - Bus and Subscription are one unit
 
     def _unsubscribe(self, sub: Subscription) -> None:
         # A list scan: subscribers are few (the UI bridge, tests), and a
@@ -232,7 +232,7 @@ class Subscription:
     def close(self) -> None:
         """Stop receiving and drop anything queued; pending ``get`` calls end."""
         if not self._closed:
-            self._bus._unsubscribe(self)
+            self._bus._unsubscribe(self)  # noqa: SLF001 - Bus and Subscription are one unit
         self._end(discard=True)
 
     def __aiter__(self) -> Self:

@@ -162,7 +162,7 @@ def file_rows(t: Torrent) -> tuple[FileRow, ...]:
     prefix = t.name + "/"
     rows = []
     for f in t.files:
-        pieces = t._file_pieces(f)
+        pieces = t.info.file_pieces(f.index)
         path = f.path.removeprefix(prefix) if len(t.files) > 1 else f.path
         rows.append(
             FileRow(
@@ -204,9 +204,9 @@ def piece_map(t: Torrent) -> PieceMap:
     avail = bytearray(n)
     picker = t.picker
     for i in range(n):
-        cells[i] = piece_cell(t._piece_state(i))
+        cells[i] = piece_cell(t.piece_state(i))
         avail[i] = min(255, picker.availability(i))
-    starts = tuple(t._file_pieces(f).start for f in t.files)
+    starts = tuple(t.info.file_pieces(f.index).start for f in t.files)
     return PieceMap(bytes(cells), bytes(avail), starts)
 
 

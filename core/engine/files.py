@@ -129,7 +129,7 @@ class Piece:
         return self._torrent.picker.have(self.index)
 
     def state(self) -> PieceState:
-        return self._torrent._piece_state(self.index)
+        return self._torrent.piece_state(self.index)
 
     @property
     def priority(self) -> PiecePriority:

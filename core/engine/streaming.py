@@ -141,7 +141,7 @@ class PieceStateSubscription:
     def take(self) -> tuple[tuple[int, PieceState], ...]:
         """The pending changes now (possibly empty), without waiting."""
         torrent = self._streaming.torrent
-        batch = tuple((p, torrent._piece_state(p)) for p in self._pending)
+        batch = tuple((p, torrent.piece_state(p)) for p in self._pending)
         self._pending.clear()
         self._ready.clear()
         return batch

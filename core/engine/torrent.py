@@ -363,7 +363,7 @@ class Torrent:
         await self.client.remove_torrent(self.info_hash)
 
     def piece_state_runs(self) -> list[PieceStateRun]:
-        return piece_state_runs(self._piece_state(i) for i in range(self.num_pieces))
+        return piece_state_runs(self.piece_state(i) for i in range(self.num_pieces))
 
     # ------------------------------------------------------------------ trackers
 
@@ -581,7 +581,9 @@ class Torrent:
 
     # ------------------------------------------------------------------ piece state
 
-    def _piece_state(self, p: int) -> PieceState:
+    def piece_state(self, p: int) -> PieceState:
+        """Piece ``p``'s state (priority, complete, checking, partial), as anacrolix's
+        ``Torrent.PieceState``; ``piece_state_runs`` run-length encodes them all."""
         picker = self.picker
         have = picker.have(p)
         return PieceState(
@@ -604,7 +606,7 @@ class Torrent:
         self._piece_flush = None
         if not self._piece_changes:
             return
-        changes = tuple((p, self._piece_state(p)) for p in self._piece_changes)
+        changes = tuple((p, self.piece_state(p)) for p in self._piece_changes)
         self._piece_changes.clear()
         self.client.bus.publish(PieceStateChanged(self.info_hash, changes))
 

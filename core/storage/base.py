@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bitarray import bitarray
 
-from ..errors import StorageError
+from .errors import DataMissingError, UnsafePathError, os_error
 
 if TYPE_CHECKING:
     from .layout import Layout
@@ -46,25 +46,6 @@ BlockData = bytes | bytearray | memoryview
 HASH_CHUNK = 1 << 20
 
 _ZEROS = bytes(HASH_CHUNK)
-
-
-class DataMissingError(StorageError):
-    """The requested bytes were never written: the file or region is not there."""
-
-
-class UnsafePathError(StorageError):
-    """A file path would leave the download directory (``..``, symlinks...)."""
-
-
-def os_error(e: OSError, what: str, path: str) -> StorageError:
-    """Wrap an ``OSError`` as a ``StorageError`` keeping errno, message and path.
-
-    A missing file becomes :class:`DataMissingError` so readers can tell
-    "never downloaded" from "the disk is broken".
-    """
-    cls = DataMissingError if isinstance(e, FileNotFoundError) else StorageError
-    message = f"{what}: {e.strerror or e}"
-    return cls(e.errno, message, path) if e.errno is not None else cls(message)
 
 
 @runtime_checkable

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from bitarray import bitarray
 
 from ..errors import StorageError
-from .base import UnsafePathError
+from .errors import UnsafePathError
 
 if TYPE_CHECKING:
     from ..formats.info import Info

@@ -11,7 +11,8 @@ workers.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from textual import on
 from textual.app import ComposeResult
@@ -23,7 +24,7 @@ from textual.widgets import Footer, Input, Label, TabbedContent, TabPane, Tabs
 from textual.widgets import Tab as TabWidget
 
 from core.events import TorrentRow
-from core.types import InfoHash
+from core.types import InfoHash, PiecePriority
 from tui.bridge import Refreshed
 from tui.model import GlobalStatus, TorrentDetails
 from tui.widgets.file_tree import FileTree
@@ -35,7 +36,28 @@ from tui.widgets.torrent_table import COLUMN_KEYS, FILTERS, TorrentTable
 from tui.widgets.tracker_table import TrackerTable
 
 if TYPE_CHECKING:
-    from tui.app import TorrentApp
+    from tui.engine import Engine
+
+
+@runtime_checkable
+class MainScreenHost(Protocol):
+    """What the main screen asks of the app that shows it (``tui.app.TorrentApp``).
+
+    A seam, so the screen never imports the app (which imports the screen):
+    the engine for read-only previews, the wall clock, and three actions.
+    """
+
+    engine: Engine
+    clock: Callable[[], float]
+
+    def select(self, ih: InfoHash | None) -> None: ...
+
+    def set_file_priorities(
+        self, ih: InfoHash, indices: Iterable[int], prio: PiecePriority
+    ) -> None: ...
+
+    def stream_file(self, ih: InfoHash, index: int) -> None: ...
+
 
 #: Detail tabs: (pane id, title, key that shows it).
 DETAIL_TABS = (
@@ -71,11 +93,9 @@ class MainScreen(Screen[None]):
         self.refreshes = 0
 
     @property
-    def tapp(self) -> TorrentApp:
-        from tui.app import TorrentApp
-
+    def tapp(self) -> MainScreenHost:
         app = self.app
-        assert isinstance(app, TorrentApp)
+        assert isinstance(app, MainScreenHost)
         return app
 
     def compose(self) -> ComposeResult:

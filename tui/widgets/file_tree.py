@@ -271,7 +271,7 @@ class FileTreeView(Tree[_Entry]):
 
     # --- rendering ------------------------------------------------------------
 
-    def _row_width(self) -> int:
+    def row_width(self) -> int:
         return max(self.scrollable_content_region.width, _RIGHT_W + _MIN_NAME_W + 2)
 
     def _guide_width(self, node: TreeNode[_Entry]) -> int:
@@ -283,7 +283,7 @@ class FileTreeView(Tree[_Entry]):
         return depth * self.guide_depth
 
     def get_label_width(self, node: TreeNode[_Entry]) -> int:
-        return max(1, self._row_width() - self._guide_width(node))
+        return max(1, self.row_width() - self._guide_width(node))
 
     def render_label(self, node: TreeNode[_Entry], base_style: Style, style: Style) -> Text:
         entry = node.data
@@ -415,7 +415,7 @@ class _Header(Widget):
         parent = self.parent
         width = self.size.width
         if isinstance(parent, FileTree):
-            width = parent.view._row_width()
+            width = parent.view.row_width()
         name_w = max(1, width - _RIGHT_W)
         return Text(
             "Name".ljust(name_w)
