@@ -28,7 +28,7 @@ from core.engine import upload
 from core.engine.client import Client
 from core.engine.torrent import Torrent
 from core.formats.metainfo import Metainfo
-from core.net import peer_io
+from core.net import tcp
 from core.stats import TorrentState
 from core.wire.messages import (
     Bitfield,
@@ -180,7 +180,7 @@ async def test_a_stalled_upload_is_visible_and_logged(
     """A peer that asks and stops reading: its row shows the queue and its age; a log says why."""
     monkeypatch.setattr(upload, "STALL_AFTER", 1.0)
     # Our transport pauses at 64 KiB instead of 4 MiB: a few MiB fill it.
-    monkeypatch.setattr(peer_io, "WRITE_HIGH_WATER", 64 << 10)
+    monkeypatch.setattr(tcp, "WRITE_HIGH_WATER", 64 << 10)
     async with seeder(tmp_path) as (mi, _src, t, client):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -30,6 +30,7 @@ from ..events import ClientSnapshot, TorrentAdded, TorrentRemoved, TorrentRow
 from ..formats.magnet import Magnet
 from ..formats.metainfo import Metainfo
 from ..net.peer_io import PeerProtocol
+from ..net.tcp import TcpStream
 from ..ratelimit import TokenBucket
 from ..stats import ClientStats, RateMeter, TorrentState
 from ..storage import CompletionStore, FileStorage, Layout, MemoryStorage, Storage
@@ -187,7 +188,7 @@ class Client:
             raise TorrentError(f"cannot listen on port {self.config.listen_port}: {errors}")
         self.listen_port = port
 
-    def _incoming_protocol(self) -> PeerProtocol:
+    def _incoming_protocol(self) -> TcpStream:
         self._connections += 1
         conn = PeerConnection(
             self.peer_id,
@@ -198,14 +199,16 @@ class Client:
             idle_timeout=self.config.idle_timeout,
             handshake_timeout=self.config.handshake_timeout,
         )
-        return PeerProtocol(
+        proto = PeerProtocol(
             conn,
             _HandshakeRouter(self),
             outgoing=False,
             download_bucket=self.download_bucket,
         )
+        return TcpStream(proto)
 
-    def make_protocol(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> PeerProtocol:
+    def make_protocol(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> TcpStream:
+        """The asyncio protocol for a TCP connection to ``peer``, its driver attached."""
         self._connections += 1
         proto = PeerProtocol(
             conn,
@@ -214,7 +217,7 @@ class Client:
             download_bucket=self.download_bucket,
         )
         peer.torrent.attach(peer, proto)
-        return proto
+        return TcpStream(proto)
 
     def may_open_connection(self) -> bool:
         """Room for one more outgoing attempt under the global connection limits?"""

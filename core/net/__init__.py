@@ -1,0 +1,7 @@
+"""Peer connections on the event loop: the byte-stream seam and what runs over it.
+
+``stream`` defines the seam (``ByteStream`` down, ``StreamConsumer`` up);
+``tcp`` implements it over asyncio TCP; ``peer_io`` drives the sans-IO wire
+protocol (``core.wire``) over any such stream.  Stacked bottom up: socket,
+TCP or uTP, optionally MSE, the peer driver, the engine.
+"""

@@ -1,15 +1,19 @@
-"""Drive a sans-IO :class:`~core.wire.PeerConnection` over a TCP transport.
+"""Drive a sans-IO :class:`~core.wire.PeerConnection` over any byte stream.
 
-``PeerProtocol`` is an ``asyncio.BufferedProtocol``: the socket writes
-straight into the connection's receive buffer (no per-read ``bytes``
+``PeerDriver`` is the :class:`~core.net.stream.StreamConsumer` of one
+connection's stream (TCP today; uTP or an MSE layer later, unchanged here).
+Received bytes land straight in the connection's receive buffer (the
+stream's ``get_buffer``/``buffer_updated`` path, no per-read ``bytes``
 objects), and every complete message is turned into an event and handed to
 the owner synchronously, inside the read callback.  That keeps the hot path
 free of task switches; anything slow (disk, hashing) the owner schedules on
 a worker thread itself.
 
-The protocol knows nothing about torrents.  Its owner implements
+The driver knows nothing about torrents or sockets.  Its owner implements
 :class:`PeerOwner`: the client while the handshake is in progress (to route
-an incoming connection to its torrent), then the torrent's ``Peer``.
+an incoming connection to its torrent), then the torrent's ``Peer``.  What
+it adds to the wire state machine is what needs a clock or a loop: timers,
+read rate limits, and corking the blocks of one loop turn into one write.
 """
 
 from __future__ import annotations
@@ -21,25 +25,26 @@ from typing import Protocol
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..ratelimit import TokenBucket
-from ..wire import NEED_DATA, Event, PeerConnection
+from ..wire import NEED_DATA, Event, PeerConnection, PieceSizes
 from ..wire.sending import Outgoing
+from .stream import Address, ByteStream
 
-#: Pause sending when this much is queued in the transport; resume below a quarter.
-WRITE_HIGH_WATER = 4 << 20
+__all__ = ["CORK_LIMIT", "PeerDriver", "PeerOwner", "PeerProtocol"]
+
 #: Blocks sent in one event-loop turn are joined into one write up to this size.
 CORK_LIMIT = 256 << 10
 
 
 class PeerOwner(Protocol):
-    def peer_event(self, proto: PeerProtocol, event: Event) -> None: ...
+    def peer_event(self, proto: PeerDriver, event: Event) -> None: ...
 
-    def peer_closed(self, proto: PeerProtocol, reason: str) -> None: ...
+    def peer_closed(self, proto: PeerDriver, reason: str) -> None: ...
 
-    def peer_writable(self, proto: PeerProtocol) -> None: ...
+    def peer_writable(self, proto: PeerDriver) -> None: ...
 
 
-class PeerProtocol(asyncio.BufferedProtocol):
-    """One TCP peer connection: bytes in and out, events to the owner, a timer."""
+class PeerDriver:
+    """One peer connection: bytes in and out through a stream, events to the owner, a timer."""
 
     def __init__(
         self,
@@ -57,11 +62,11 @@ class PeerProtocol(asyncio.BufferedProtocol):
         self.upload_bucket = upload_bucket
         # The torrent's own limit, set once the connection is attached to a torrent.
         self.torrent_download_bucket: TokenBucket | None = None
-        self.transport: asyncio.Transport | None = None
-        self.address: tuple[str, int] = ("?", 0)
+        self.stream: ByteStream | None = None
+        self.address: Address = ("?", 0)
         self.closed = False
         self.close_reason = ""
-        self.write_paused = False
+        # Wire bytes (after any decryption layer), protocol overhead included.
         self.bytes_read = 0
         self.bytes_written = 0
         self._loop = asyncio.get_running_loop()
@@ -70,21 +75,21 @@ class PeerProtocol(asyncio.BufferedProtocol):
         self._corked: list[bytes | memoryview] = []
         self._corked_bytes = 0
         self._uncork: asyncio.Handle | None = None
-        self.connected = asyncio.Event()
 
-    # --- asyncio callbacks ---------------------------------------------------
+    @property
+    def write_paused(self) -> bool:
+        """The stream is full: hold back uploads until ``peer_writable``."""
+        stream = self.stream
+        return stream is not None and stream.write_paused
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.address = (str(peer[0]), int(peer[1]))
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_HIGH_WATER // 4)
+    # --- StreamConsumer ----------------------------------------------------------
+
+    def stream_opened(self, stream: ByteStream) -> None:
+        self.stream = stream
+        self.address = stream.remote_address
         if self.outgoing:
             self.write(self.conn.initiate(self._now()))
         self._schedule_timer()
-        self.connected.set()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.conn.get_buffer(sizehint)
@@ -107,35 +112,26 @@ class PeerProtocol(asyncio.BufferedProtocol):
         for bucket in (self.download_bucket, self.torrent_download_bucket):
             if bucket is not None and bucket.rate is not None:
                 delay = max(delay, bucket.consume(nbytes, now))
-        if delay > 0 and self.transport is not None and not self.closed:
-            self.transport.pause_reading()
+        if delay > 0 and self.stream is not None and not self.closed:
+            self.stream.pause_reading()
             self._read_resume = self._loop.call_later(delay, self._resume_reading)
 
     def _resume_reading(self) -> None:
         self._read_resume = None
-        if not self.closed and self.transport is not None:
-            self.transport.resume_reading()
+        if not self.closed and self.stream is not None:
+            self.stream.resume_reading()
 
-    def eof_received(self) -> bool | None:
-        self.close("peer closed the connection")
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            self.closed = True
-            self.close_reason = self.close_reason or (
-                f"connection lost: {exc}" if exc else "connection closed"
-            )
-            self._cancel_timers()
-            self.owner.peer_closed(self, self.close_reason)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
+    def stream_writable(self) -> None:
         if not self.closed:
             self.owner.peer_writable(self)
+
+    def stream_closed(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_reason = self.close_reason or reason
+            self._cancel_timers()
+            self._corked.clear()
+            self.owner.peer_closed(self, self.close_reason)
 
     # --- driving the connection ----------------------------------------------
 
@@ -186,7 +182,7 @@ class PeerProtocol(asyncio.BufferedProtocol):
         ``data`` is joined with the other blocks of the turn when they are
         written, so it must not change before control returns to the loop.
         """
-        if self.closed or self.transport is None:
+        if self.closed or self.stream is None:
             return False
         try:
             parts = self.conn.send_piece(index, begin, data, self._now())
@@ -194,9 +190,9 @@ class PeerProtocol(asyncio.BufferedProtocol):
             return False
         if not parts:
             return False
-        # Cork: a read full of requests is answered with one socket write at
+        # Cork: a read full of requests is answered with one stream write at
         # the end of this loop turn instead of a send() per 16 KiB block
-        # (writelines joins its parts anyway, so this costs no extra copy).
+        # (the header and block views go down as they are: no copy here).
         n = sum(len(p) for p in parts)
         self._corked.extend(parts)
         self._corked_bytes += n
@@ -216,19 +212,19 @@ class PeerProtocol(asyncio.BufferedProtocol):
             return
         self._corked = []
         self._corked_bytes = 0
-        if self.transport is not None and not self.closed:
-            self.transport.write(b"".join(corked))
+        if self.stream is not None and not self.closed:
+            self.stream.writelines(corked)
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
+        if self.stream is not None and not self.closed:
             if self._corked:
                 self._flush_corked()  # keep the wire order
-            self.transport.write(data)
+            self.stream.write(data)
             self.bytes_written += len(data)
 
-    def accept(self, lengths: object) -> None:
+    def accept(self, lengths: PieceSizes | None) -> None:
         """Receiver: serve the info-hash the remote asked for (see ``RemoteInfoHash``)."""
-        self.write(self.conn.accept(lengths, self._now()))  # type: ignore[arg-type]
+        self.write(self.conn.accept(lengths, self._now()))
 
     def close(self, reason: str) -> None:
         """Drop the connection, recording why; the owner hears it once via ``peer_closed``."""
@@ -238,8 +234,8 @@ class PeerProtocol(asyncio.BufferedProtocol):
         self.close_reason = reason
         self._cancel_timers()
         self._corked.clear()
-        if self.transport is not None:
-            self.transport.abort()
+        if self.stream is not None:
+            self.stream.abort()
         self.owner.peer_closed(self, reason)
 
     # --- timers ----------------------------------------------------------------
@@ -273,3 +269,7 @@ class PeerProtocol(asyncio.BufferedProtocol):
             if handle is not None:
                 handle.cancel()
         self._timer = self._read_resume = self._uncork = None
+
+
+#: The name the engine knows the driver by (it was the asyncio protocol itself).
+PeerProtocol = PeerDriver
