@@ -198,3 +198,50 @@ def test_no_import_cycles_but_the_shrinking_engine_circle() -> None:
 def test_the_cycle_finder_finds_cycles() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+# -- the README's package graph ---------------------------------------------------------
+
+#: The packages the README's table names, in its order.
+GRAPH_PACKAGES = (
+    "tui",
+    "core.cli",
+    "core.engine",
+    "core.tracker",
+    "core.storage",
+    "core.net",
+    "core.wire",
+    "core.formats",
+)
+
+
+def _package_graph() -> dict[str, set[str]]:
+    def package(mod: str) -> str | None:
+        return next((p for p in GRAPH_PACKAGES if mod == p or mod.startswith(p + ".")), None)
+
+    edges: dict[str, set[str]] = {p: set() for p in GRAPH_PACKAGES}
+    for mod, deps in _module_graph().items():
+        src = package(mod)
+        for dep in deps:
+            dst = package(dep)
+            if src and dst and dst != src:
+                edges[src].add(dst)
+    return edges
+
+
+def test_readme_package_graph_is_the_import_graph() -> None:
+    text = (ROOT / "README.md").read_text()
+    marker = "<!-- package-graph:"
+    assert marker in text, "README.md lost its package graph"
+    block = text.split(marker, 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    documented = {}
+    for line in block.strip().splitlines():
+        src, _, dsts = line.partition("->")
+        documented[src.strip()] = set(dsts.split())
+    actual = _package_graph()
+    width = max(map(len, GRAPH_PACKAGES))
+    table = "\n".join(f"{p:<{width}} -> {' '.join(sorted(actual[p]))}".rstrip() for p in actual)
+    assert documented == actual, f"README.md's package graph is out of date; it is now:\n{table}"
+    # And it points one way: no package reaches one listed above it.
+    order = {p: i for i, p in enumerate(GRAPH_PACKAGES)}
+    assert all(order[d] > order[s] for s, ds in actual.items() for d in ds)
