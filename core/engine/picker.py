@@ -54,6 +54,13 @@ How the engine drives it::
     picker.on_request_rejected(conn, piece, begin)          # BEP 6 REJECT
     picker.release_peer(conn)                               # choked without fast ext.
     picker.on_peer_gone(conn); picker.peer_lost(bits) / peer_lost_all()
+
+Why this module is long (~780 lines): its parts already live elsewhere
+(``piece_order``, ``piece_geometry``, ``chunk_ledger``); what stays is one
+object whose arrays (priority, have, busy, claim and receive counts) every
+method reads on the per-block path, including the parole rules (``pick`` with
+``exclusive``, ``isolate``), which must see the same claims as ordinary picks.
+Splitting it further would put an attribute hop on every block.
 """
 
 from __future__ import annotations

@@ -22,6 +22,11 @@ Lifecycle::
     receiver:  conn = PeerConnection(our_id, None); ... next_event() -> RemoteInfoHash
                write(conn.accept(lengths))            # or close if we do not serve it
     both:      next_event() -> HandshakeReceived, then messages
+
+Why this module is long (~710 lines): it is one state machine over one
+receive buffer, and its message handlers are a dispatch table over that
+buffer; what could live apart does (sending in ``sending.py``, framing in
+``buffer.py``, codecs in ``messages.py``, extensions in ``extensions.py``).
 """
 
 from __future__ import annotations
