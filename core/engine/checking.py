@@ -10,26 +10,85 @@ everything from scratch.
 The picker has no "un-have": forgetting a piece (its data vanished, or a
 recheck) builds a new picker from the have-set, the pieces' priorities and
 the connected peers' bitfields.
+
+The functions see the torrent through :class:`CheckHost` only (``Torrent``
+satisfies it; so may a test double).  Calls go one way, checking to
+torrent: a piece whose state changed is announced with
+``host.piece_changed(p)``, a phase change with ``host.set_state``; checking
+never imports ``torrent.py``.  Pieces being hashed are kept in
+``host.hashing`` (read by ``Torrent.piece_state``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from bitarray import bitarray
 from bitarray.util import zeros
 
+from ..config import ClientConfig
+from ..formats.info import Info
+from ..formats.metainfo import Metainfo
 from ..stats import TorrentState
-from ..storage import DataMissingError
+from ..storage import CompletionStore, DataMissingError, Layout, Storage
+from ..types import InfoHash, PiecePriority
 from .picker import Picker
 
-if TYPE_CHECKING:
-    from .torrent import Torrent
+_T = TypeVar("_T")
 
 
-async def check_on_start(t: Torrent, *, verify: bool) -> None:
+class HasBitfield(Protocol):
+    """A connected peer, as far as rebuilding the picker goes."""
+
+    @property
+    def has(self) -> bitarray | None: ...
+
+
+class CheckHost(Protocol):
+    """What checking may read of a torrent, and the operations it may ask for."""
+
+    picker: Picker  # replaced by :func:`rebuild_picker`
+    #: Pieces being hashed right now (checking adds and removes its own).
+    hashing: set[int]
+
+    @property
+    def info(self) -> Info: ...
+    @property
+    def metainfo(self) -> Metainfo: ...
+    @property
+    def storage(self) -> Storage: ...
+    @property
+    def layout(self) -> Layout: ...
+    @property
+    def completion(self) -> CompletionStore | None: ...
+    @property
+    def info_hash(self) -> InfoHash: ...
+    @property
+    def num_pieces(self) -> int: ...
+    @property
+    def has_info(self) -> bool: ...
+    @property
+    def state(self) -> TorrentState: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def config(self) -> ClientConfig: ...
+    @property
+    def peers(self) -> Iterable[HasBitfield]: ...
+
+    def piece_priority(self, p: int) -> PiecePriority: ...
+    def piece_changed(self, p: int) -> None: ...
+    def set_state(self, new: TorrentState, error: str | None = None) -> None: ...
+    def active_state(self) -> TorrentState: ...
+    def forget_unverified(self) -> None: ...
+    def maybe_dial(self) -> None: ...
+    def schedule(self, coro: Coroutine[Any, Any, object]) -> None: ...
+    async def run_io(self, fn: Callable[..., _T], *args: Any) -> _T: ...
+
+
+async def check_on_start(t: CheckHost, *, verify: bool) -> None:
     """Mark what the completion store knows, and hash the other pieces found on disk."""
     known = None
     if t.completion is not None and verify:
@@ -49,63 +108,62 @@ async def check_on_start(t: Torrent, *, verify: bool) -> None:
         await check_pieces(t, to_check)
 
 
-async def verify_data(t: Torrent) -> None:
+async def verify_data(t: CheckHost) -> None:
     """Rehash every piece from disk, forgetting what was known."""
     if not t.has_info:
         return  # nothing on disk can be known yet
     was_paused = t.state is TorrentState.PAUSED
-    t._set_state(TorrentState.CHECKING)
-    t._pipeline.clear()
-    t._upload.clear_cache()
+    t.set_state(TorrentState.CHECKING)
+    t.forget_unverified()
     rebuild_picker(t, zeros(t.num_pieces, "big"))
     if t.completion is not None:
         empty = t.picker.have_bitfield()
         await asyncio.to_thread(t.completion.save_all, t.info_hash, t.layout, empty)
     for p in range(t.num_pieces):
-        t._piece_changed(p)
+        t.piece_changed(p)
     await check_pieces(t, range(t.num_pieces))
     if was_paused:  # a recheck of a paused torrent leaves it paused
-        t._set_state(TorrentState.PAUSED)
+        t.set_state(TorrentState.PAUSED)
         return
-    t._set_state(t._active_state())
-    t._swarm.maybe_dial()
+    t.set_state(t.active_state())
+    t.maybe_dial()
 
 
-async def check_pieces(t: Torrent, pieces: Sequence[int]) -> None:
+async def check_pieces(t: CheckHost, pieces: Sequence[int]) -> None:
     """Hash pieces already on disk, a few at a time in worker threads."""
-    sem = asyncio.Semaphore(max(1, t.client.config.piece_hashers_per_torrent))
+    sem = asyncio.Semaphore(max(1, t.config.piece_hashers_per_torrent))
 
     async def check(p: int) -> None:
         async with sem:
-            if t._closed:
+            if t.closed:
                 return
-            t._hashing.add(p)
+            t.hashing.add(p)
             try:
                 ok = await t.run_io(hash_on_disk, t, p)
             finally:
-                t._hashing.discard(p)
+                t.hashing.discard(p)
             if ok:
                 t.picker.set_have(p)
                 if t.completion is not None:
                     await t.run_io(t.completion.mark, t.info_hash, p, True)
-            t._piece_changed(p)
+            t.piece_changed(p)
 
     await asyncio.gather(*(check(p) for p in pieces))
 
 
-def forget_piece(t: Torrent, p: int) -> None:
+def forget_piece(t: CheckHost, p: int) -> None:
     # The picker has no "un-have"; rebuild it without this piece.
     have = t.picker.have_bitfield()
     have[p] = 0
     rebuild_picker(t, have)
-    t._piece_changed(p)
+    t.piece_changed(p)
     if t.completion is not None:
         # A SQLite write: never on the event loop.
-        t._schedule(t.run_io(t.completion.mark, t.info_hash, p, False))
+        t.schedule(t.run_io(t.completion.mark, t.info_hash, p, False))
 
 
-def rebuild_picker(t: Torrent, have: bitarray) -> None:
-    cfg = t.client.config
+def rebuild_picker(t: CheckHost, have: bitarray) -> None:
+    cfg = t.config
     info = t.info
     picker = Picker(
         info.num_pieces,
@@ -116,7 +174,7 @@ def rebuild_picker(t: Torrent, have: bitarray) -> None:
     )
     picker.set_sequential(t.picker.sequential)
     for i in range(info.num_pieces):
-        picker.set_priority(i, t._piece_priority(i))
+        picker.set_priority(i, t.piece_priority(i))
     for p in have.search(1):
         picker.set_have(p)
     for peer in t.peers:
@@ -125,7 +183,7 @@ def rebuild_picker(t: Torrent, have: bitarray) -> None:
     t.picker = picker
 
 
-def hash_on_disk(t: Torrent, p: int) -> bool:
+def hash_on_disk(t: CheckHost, p: int) -> bool:
     """Worker thread: does the piece on disk match its hash?"""
     try:
         if t.info.pieces:

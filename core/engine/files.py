@@ -1,29 +1,46 @@
 """``File`` and ``Piece``: user-facing handles onto parts of a torrent (anacrolix-style).
 
 They hold no state of their own beyond a priority; everything else is read
-from the torrent so the handles never go stale.
+from the torrent so the handles never go stale.  They see the torrent
+through :class:`FileHost` only (``Torrent`` satisfies it); a changed
+priority is announced to it with one call (``file_priority_changed``,
+``set_own_piece_priority`` or ``reprioritise``), never by writing its state.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
 from ..formats.info import FileEntry
 from ..piecestate import PieceState
 from ..types import PiecePriority
+from .reader import ReaderHost
 
 if TYPE_CHECKING:
     from .reader import ReadaheadFunc, Reader
-    from .torrent import Torrent
 
 #: First/last-pieces-first mode raises a wanted file's end pieces to this.
 FIRST_LAST_PRIORITY = PiecePriority.HIGH
 
 
+class FileHost(ReaderHost, Protocol):
+    """What ``File`` and ``Piece`` handles may read of their torrent and ask of it
+    (a reader's needs, as ``File.new_reader`` makes one, and the priority calls)."""
+
+    def piece_state(self, p: int) -> PieceState: ...
+    def file_pieces(self, f: File) -> range: ...
+    def file_bytes_completed(self, f: File) -> int: ...
+    def file_priority_changed(self, f: File) -> None: ...
+    def own_piece_priority(self, p: int) -> PiecePriority: ...
+    def set_own_piece_priority(self, p: int, prio: PiecePriority) -> None: ...
+    def reprioritise(self, pieces: Iterable[int]) -> None: ...
+
+
 class File:
     """One payload file of a torrent."""
 
-    def __init__(self, torrent: Torrent, index: int, entry: FileEntry, path: str) -> None:
+    def __init__(self, torrent: FileHost, index: int, entry: FileEntry, path: str) -> None:
         self._torrent = torrent
         self.index = index  # position in Info.files (padding files included)
         self.entry = entry
@@ -52,7 +69,7 @@ class File:
         priority = PiecePriority(priority)
         if priority != self._priority:
             self._priority = priority
-            self._torrent._file_priority_changed(self)
+            self._torrent.file_priority_changed(self)
 
     @property
     def first_last_pieces_first(self) -> bool:
@@ -68,15 +85,15 @@ class File:
         """
         if on != self._first_last:
             self._first_last = on
-            pieces = self._torrent._file_pieces(self)
+            pieces = self._torrent.file_pieces(self)
             if pieces:
-                self._torrent._reprioritise({pieces[0], pieces[-1]})
+                self._torrent.reprioritise({pieces[0], pieces[-1]})
 
-    def _priority_for_piece(self, p: int) -> PiecePriority:
+    def priority_for_piece(self, p: int) -> PiecePriority:
         """This file's say in piece ``p``'s priority."""
         prio = self._priority
         if self._first_last and prio and prio < FIRST_LAST_PRIORITY:
-            pieces = self._torrent._file_pieces(self)
+            pieces = self._torrent.file_pieces(self)
             if p == pieces.start or p == pieces.stop - 1:
                 return FIRST_LAST_PRIORITY
         return prio
@@ -99,21 +116,21 @@ class File:
 
     @property
     def begin_piece(self) -> int:
-        return self._torrent._file_pieces(self).start
+        return self._torrent.file_pieces(self).start
 
     @property
     def end_piece(self) -> int:
-        return self._torrent._file_pieces(self).stop
+        return self._torrent.file_pieces(self).stop
 
     def bytes_completed(self) -> int:
         """Bytes of this file inside verified pieces."""
-        return self._torrent._file_bytes_completed(self)
+        return self._torrent.file_bytes_completed(self)
 
 
 class Piece:
     """One piece of a torrent."""
 
-    def __init__(self, torrent: Torrent, index: int) -> None:
+    def __init__(self, torrent: FileHost, index: int) -> None:
         self._torrent = torrent
         self.index = index
 
@@ -133,7 +150,7 @@ class Piece:
 
     @property
     def priority(self) -> PiecePriority:
-        return self._torrent._own_piece_priority.get(self.index, PiecePriority.NONE)
+        return self._torrent.own_piece_priority(self.index)
 
     def set_priority(self, priority: PiecePriority) -> None:
-        self._torrent._set_own_piece_priority(self.index, PiecePriority(priority))
+        self._torrent.set_own_piece_priority(self.index, PiecePriority(priority))

@@ -34,6 +34,15 @@ Design, and why:
   piece: the v2 piece layers are not part of the info dict, and fetching
   them (BEP 52 hash requests) is not implemented, so the torrent goes to
   the error state saying so instead of failing every piece.
+
+Seams: this module sits above ``Torrent`` (it creates one) and drives it
+through public methods only: ``fetch_metadata`` (start the metadata phase
+with a callback), ``init_info`` and ``advertise_info`` (complete it),
+``fail``, ``notify_state_waiters``, ``send_owed_have_sets`` and ``start``.
+The direction is one way: the torrent's extensions call back exactly once,
+with the verified raw info dict, through the ``on_metadata`` callback given
+to ``fetch_metadata``.  The client's by-wire-hash index is still reached
+into (two lines, until ``Client`` offers registering and finding a hash).
 """
 
 from __future__ import annotations
@@ -65,23 +74,30 @@ StorageFactory = Callable[[Layout], Storage]
 Address = tuple[str, int]
 
 
+def _by_wire(client: Client) -> dict[bytes, Torrent]:
+    # client.py is not converted yet (its owner adds a public registry next).
+    return client._torrents_by_wire  # noqa: SLF001 - Client has no public by-wire index yet
+
+
 def find_torrent(client: Client, info_hash: InfoHash) -> Torrent | None:
     """The torrent already added under either of ``info_hash``'s hashes, if any."""
     found = client.torrents.get(info_hash)
     if found is not None:
         return found
     keys = [k for k in (info_hash.v1, info_hash.v2[:20] if info_hash.v2 else None) if k]
+    by_wire = _by_wire(client)
     for key in keys:
-        found = client._torrents_by_wire.get(key)
+        found = by_wire.get(key)
         if found is not None:
             return found
     return None
 
 
 def _register(client: Client, torrent: Torrent, info_hash: InfoHash) -> None:
-    client._torrents_by_wire.setdefault(info_hash.wire, torrent)
+    by_wire = _by_wire(client)
+    by_wire.setdefault(info_hash.wire, torrent)
     if info_hash.v1 is not None and info_hash.v2 is not None:
-        client._torrents_by_wire.setdefault(info_hash.v2[:20], torrent)
+        by_wire.setdefault(info_hash.v2[:20], torrent)
 
 
 async def add_magnet(
@@ -110,12 +126,10 @@ async def add_magnet(
     async def on_metadata(raw: bytes) -> None:
         await complete_metadata(torrent, raw, root=root, storage=storage)
 
-    torrent._ext.on_metadata = on_metadata
     client.torrents[magnet.info_hash] = torrent
     _register(client, torrent, magnet.info_hash)
     client.bus.publish(TorrentAdded(magnet.info_hash, torrent.name))
-    torrent._trackers.start(complete=False)
-    torrent._ext.start()
+    torrent.fetch_metadata(on_metadata)
     torrent.add_peers(magnet.peer_addresses, PeerSource.MAGNET)
     torrent.add_peers(peers, PeerSource.DIRECT)
     return torrent
@@ -123,9 +137,7 @@ async def add_magnet(
 
 def _fail(torrent: Torrent, reason: str) -> None:
     log.warning("%s: %s", torrent.name, reason)
-    torrent.error = reason
-    torrent._disconnect_all(reason)
-    torrent._set_state(TorrentState.ERROR, reason)
+    torrent.fail(reason)
 
 
 def _check_usable(torrent: Torrent, raw: bytes) -> Metainfo | str:
@@ -162,7 +174,7 @@ async def complete_metadata(
 ) -> None:
     """The verified info dict of a magnet's torrent arrived: complete the torrent in place."""
     t = torrent
-    if t._closed or t.has_info:
+    if t.closed or t.has_info:
         return
     mi = _check_usable(t, raw)
     if isinstance(mi, str):
@@ -173,7 +185,7 @@ async def complete_metadata(
     except MetainfoError as exc:
         _fail(t, f"cannot lay out the torrent's files: {exc}")
         return
-    cfg = t.client.config
+    cfg = t.config
     if storage is not None:
         store = storage(layout)
     elif cfg.default_storage == "memory":
@@ -181,7 +193,7 @@ async def complete_metadata(
     else:
         store = FileStorage(layout)
     paused = t.state is TorrentState.PAUSED
-    t._init_info(mi, store, layout)
+    t.init_info(mi, store, layout)
     _register(t.client, t, mi.info_hash)
     assert t.magnet is not None
     selected = t.magnet.selected_files(len(mi.info.files))
@@ -189,22 +201,22 @@ async def complete_metadata(
         for f in t.files:
             if f.index not in selected:
                 f.set_priority(PiecePriority.NONE)
-    t._ext.info_known()
+    t.advertise_info()
     adopt_peers(t)
     t.client.bus.publish(
         MetadataReceived(t.info_hash, mi.info.name, mi.info.total_size, mi.info.num_pieces)
     )
-    t._state_changed.set()
+    t.notify_state_waiters()
     await t.start()
     if _closed(t):  # dropped while checking
         return
-    send_have_sets(t)
+    t.send_owed_have_sets()
     if paused:
         t.pause()
 
 
 def _closed(torrent: Torrent) -> bool:
-    return torrent._closed
+    return torrent.closed
 
 
 def adopt_peers(torrent: Torrent) -> None:
@@ -225,15 +237,3 @@ def adopt_peers(torrent: Torrent) -> None:
         peer.has = has.copy()
         t.picker.peer_bitfield(peer.has)
         peer.is_seed = bool(peer.has.all())
-
-
-def send_have_sets(torrent: Torrent) -> None:
-    """After the first check: the bitfield every peer connected meanwhile is still owed."""
-    t = torrent
-    for peer in list(t.peers):
-        proto = peer.proto
-        if proto is None or proto.closed or peer.have_set_sent:
-            continue
-        proto.send_many(t._swarm.have_set(peer))
-        t._swarm.update_interest(peer)
-    t._swarm.rechoke_soon()

@@ -43,6 +43,16 @@ Choices, and why:
   ``min_accept_interval`` is 45 s, or three quarters of our own interval
   when that is shorter: a swarm configured to gossip faster (tests, small
   private swarms) is heard at its pace.
+
+Seams: it sees the torrent through :class:`ExtensionsHost`, the swarm's
+address book through :class:`ExtensionsSwarm` and each connection through
+:class:`ExtPeer` (``Torrent``, ``Swarm`` and ``Peer`` satisfy them); it never
+imports ``torrent.py`` or ``peer.py``.  Direction of calls: the torrent and
+the swarm call its hooks (``handshake``, ``on_handshake``, ``on_message``,
+``peer_closed``, ``info_known``, ``close``); it announces back only two
+things: addresses learned over PEX (``host.add_peers``), and the verified
+raw info dict, through the ``on_metadata`` callback (scheduled with
+``host.schedule``).
 """
 
 from __future__ import annotations
@@ -51,11 +61,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, MutableMapping
+from typing import Any, Protocol
 
+from ..config import ClientConfig
 from ..errors import RemoteProtocolError
 from ..events import PeerSource
+from ..formats.info import Info
+from ..formats.magnet import Magnet
+from ..formats.metainfo import Metainfo
+from ..net.peer_io import PeerProtocol
+from ..stats import ConnStats
+from ..types import InfoHash
 from ..wire import (
     UT_METADATA,
     UT_PEX,
@@ -70,13 +87,80 @@ from ..wire.pex import decode_pex
 from .metadata import BlockResult, MetadataFetcher, MetadataServer
 from .pex import DEFAULT_MIN_ACCEPT_INTERVAL, PexState, local_extensions, peer_flags
 
-if TYPE_CHECKING:
-    from .peer import Peer
-    from .torrent import Torrent
-
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+
+
+class ExtPeer(Protocol):
+    """One connection, as far as the extensions go."""
+
+    @property
+    def proto(self) -> PeerProtocol | None: ...
+    @property
+    def address(self) -> Address: ...
+    @property
+    def peer_id(self) -> bytes | None: ...
+    @property
+    def incoming(self) -> bool: ...
+    @property
+    def is_seed(self) -> bool: ...
+    @property
+    def source(self) -> PeerSource: ...
+    @property
+    def stats(self) -> ConnStats: ...
+
+    def close(self, reason: str) -> None: ...
+
+
+class ExtensionsClient(Protocol):
+    """The client-wide facts the extensions read."""
+
+    @property
+    def config(self) -> ClientConfig: ...
+    @property
+    def listen_port(self) -> int: ...
+
+    def blame_key(self, ip: str, peer_id: bytes | None) -> str: ...
+
+
+class ExtensionsHost(Protocol):
+    """What the extensions may read of their torrent and ask of it."""
+
+    @property
+    def client(self) -> ExtensionsClient: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def info_hash(self) -> InfoHash: ...
+    @property
+    def magnet(self) -> Magnet | None: ...
+    @property
+    def has_info(self) -> bool: ...
+    @property
+    def info(self) -> Info: ...
+    @property
+    def metainfo(self) -> Metainfo: ...
+    @property
+    def peers(self) -> Collection[ExtPeer]: ...
+
+    def add_peers(self, addresses: Iterable[Address], source: PeerSource) -> None: ...
+    def schedule(self, coro: Coroutine[Any, Any, object]) -> None: ...
+
+
+class ExtensionsSwarm(Protocol):
+    """The swarm's address book and dialer, as the extensions use them."""
+
+    @property
+    def half_open(self) -> Mapping[Address, ExtPeer]: ...
+    @property
+    def peer_pool(self) -> MutableMapping[Address, PeerSource]: ...
+    @property
+    def known_peers(self) -> MutableMapping[Address, PeerSource]: ...
+
+    def redial_known(self) -> None: ...
+    def maybe_dial(self) -> None: ...
+
 
 #: Longest sleep of the extension timer (it also wakes on its deadlines).
 MAX_TICK = 1.0
@@ -87,11 +171,12 @@ METADATA_REDIAL_INTERVAL = 5.0
 class PeerExtensions:
     """ut_metadata and ut_pex for one torrent; see the module docstring."""
 
-    def __init__(self, torrent: Torrent) -> None:
+    def __init__(self, torrent: ExtensionsHost, swarm: ExtensionsSwarm) -> None:
         self.torrent = torrent
+        self.swarm = swarm
         self.fetcher: MetadataFetcher[str] | None = None
         self.server: MetadataServer[str] | None = None
-        self.pex: dict[Peer, PexState] = {}
+        self.pex: dict[ExtPeer, PexState] = {}
         self._metadata_complete: bool = False
         #: Called with the verified raw info dict (set by core.engine.magnet_phase).
         self.on_metadata: Callable[[bytes], Coroutine[Any, Any, None]] | None = None
@@ -130,12 +215,12 @@ class PeerExtensions:
             metadata_size=server.metadata_size if server is not None else None,
         )
 
-    def _key(self, peer: Peer) -> str:
+    def _key(self, peer: ExtPeer) -> str:
         return self.torrent.client.blame_key(peer.address[0], peer.peer_id)
 
     # ------------------------------------------------------------------ hooks
 
-    def on_handshake(self, peer: Peer, hs: ExtensionHandshake) -> None:
+    def on_handshake(self, peer: ExtPeer, hs: ExtensionHandshake) -> None:
         """The peer's extension handshake (possibly a repeated one)."""
         proto = peer.proto
         if proto is None or proto.closed or self._closed:
@@ -162,7 +247,7 @@ class PeerExtensions:
             self.pex.pop(peer, None)
         self._ensure_timer()
 
-    def on_message(self, peer: Peer, msg: ExtendedMessage) -> None:
+    def on_message(self, peer: ExtPeer, msg: ExtendedMessage) -> None:
         try:
             if msg.name == UT_METADATA:
                 self._on_metadata(peer, msg.payload)
@@ -171,7 +256,7 @@ class PeerExtensions:
         except RemoteProtocolError as exc:
             peer.close(str(exc))
 
-    def peer_closed(self, peer: Peer) -> None:
+    def peer_closed(self, peer: ExtPeer) -> None:
         self.pex.pop(peer, None)
         key = self._key(peer)
         # Another connection of the same peer may still be open (duplicates
@@ -193,7 +278,7 @@ class PeerExtensions:
 
     # ------------------------------------------------------------------ ut_metadata
 
-    def _on_metadata(self, peer: Peer, payload: bytes) -> None:
+    def _on_metadata(self, peer: ExtPeer, payload: bytes) -> None:
         msg = decode_metadata_message(payload)
         proto = peer.proto
         if proto is None or proto.closed:
@@ -228,7 +313,7 @@ class PeerExtensions:
             assert raw is not None
             self._metadata_complete = True
             if self.on_metadata is not None:
-                self.torrent._schedule(self.on_metadata(raw))
+                self.torrent.schedule(self.on_metadata(raw))
             return
         self._pump(now)
 
@@ -264,19 +349,19 @@ class PeerExtensions:
 
     def _drop_pex_peers(self) -> None:
         """A private torrent (BEP 27): forget PEX, and every peer it brought."""
-        t = self.torrent
+        t, swarm = self.torrent, self.swarm
         self.pex.clear()
-        for addr in [a for a, src in t._swarm.peer_pool.items() if src is PeerSource.PEX]:
-            del t._swarm.peer_pool[addr]
-        for addr in [a for a, src in t._swarm.known_peers.items() if src is PeerSource.PEX]:
-            del t._swarm.known_peers[addr]
-        for peer in [*t.peers, *t._swarm.half_open.values()]:
+        for addr in [a for a, src in swarm.peer_pool.items() if src is PeerSource.PEX]:
+            del swarm.peer_pool[addr]
+        for addr in [a for a, src in swarm.known_peers.items() if src is PeerSource.PEX]:
+            del swarm.known_peers[addr]
+        for peer in [*t.peers, *swarm.half_open.values()]:
             if peer.source is PeerSource.PEX:
                 peer.close("private torrent: peers only from its trackers")
 
     # ------------------------------------------------------------------ ut_pex
 
-    def _pex_address(self, peer: Peer) -> Address | None:
+    def _pex_address(self, peer: ExtPeer) -> Address | None:
         """Where other peers can dial ``peer`` (None if we do not know)."""
         if not peer.incoming:
             return peer.address
@@ -294,13 +379,13 @@ class PeerExtensions:
                 out[addr] = peer_flags(outgoing=not peer.incoming, seed=peer.is_seed)
         return out
 
-    def _on_pex(self, peer: Peer, payload: bytes) -> None:
+    def _on_pex(self, peer: ExtPeer, payload: bytes) -> None:
         state = self.pex.get(peer)
         if state is None or not self.pex_enabled:
             return  # a message racing our withdrawal of ut_pex: ignore it
         msg = decode_pex(payload)
         t = self.torrent
-        room = t.client.config.torrent_peers_high_water - len(t._swarm.known_peers)
+        room = t.client.config.torrent_peers_high_water - len(self.swarm.known_peers)
         addrs = state.accept(msg, time.monotonic(), room=room)
         own = t.client.listen_port
         addrs = [a for a in addrs if not (a[1] == own and _is_local(a[0], t))]
@@ -360,24 +445,24 @@ class PeerExtensions:
         return max(deadline, now + 0.05)
 
     def _tick(self, now: float) -> None:
-        t = self.torrent
+        t, swarm = self.torrent, self.swarm
         fetcher = self.fetcher
         if fetcher is not None and not self._metadata_complete:
             fetcher.timeouts(now)
             self._pump(now)
             if (
                 not t.peers
-                and not t._swarm.half_open
-                and not t._swarm.peer_pool
+                and not swarm.half_open
+                and not swarm.peer_pool
                 and now - self._last_redial >= METADATA_REDIAL_INTERVAL
             ):
                 self._last_redial = now
-                t._swarm.redial_known()
-                t._swarm.maybe_dial()
+                swarm.redial_known()
+                swarm.maybe_dial()
         self._send_pex(now)
 
 
-def _is_local(host: str, torrent: Torrent) -> bool:
+def _is_local(host: str, torrent: ExtensionsHost) -> bool:
     """Is ``host`` one of our listen addresses (or loopback, which always is)?"""
     if host in torrent.client.config.listen_addresses:
         return True

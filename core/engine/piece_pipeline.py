@@ -19,6 +19,18 @@ verdicts are carried out: bans, and the picker isolating a new suspect's
 pieces (cancelling what was in flight in the ones it shared).  When every
 wanted piece is had, ``wanted_complete`` creates the remaining wanted files,
 flushes, and moves the torrent to seeding.
+
+Seams: the pipeline sees its torrent through :class:`PipelineHost`, the
+swarm through :class:`PipelineSwarm` (interest and request filling), each
+connection through :class:`PipelinePeer`, and readers' waiters through the
+:class:`~core.engine.streaming.Streaming` it is given (``Torrent``, ``Swarm``
+and ``Peer`` satisfy them); it never imports ``torrent.py`` or ``peer.py``.
+Direction of calls: the peer hands it blocks (``block_received``), the
+torrent tells it whether blocks are wanted at all (``accepting_blocks``, set
+on every state change, read per block without a call) and asks it to drop or
+clear partial pieces; it announces every piece change with
+``host.piece_changed(p)``, a storage failure with ``host.storage_failed``,
+and completion with ``host.set_state(SEEDING)``/``host.announce_completed``.
 """
 
 from __future__ import annotations
@@ -26,39 +38,159 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Coroutine, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
+from ..bus import EventBus
+from ..config import ClientConfig
 from ..errors import StorageError
 from ..events import PieceHashFailed
-from ..stats import TorrentState
-from ..types import PiecePriority
+from ..formats.info import Info
+from ..formats.metainfo import Metainfo
+from ..net.peer_io import PeerProtocol
+from ..stats import ConnStats, RateMeter, TorrentState
+from ..storage import CompletionStore, Storage
+from ..types import InfoHash, PiecePriority
 from ..wire import Cancel, Have
 from ..wire import Piece as PieceMsg
-from .blame import BlameLedger, Verdict
-from .peer import Peer
-
-if TYPE_CHECKING:
-    from .torrent import Torrent
+from .blame import BlameLedger, TrustRecord, Verdict
+from .picker import Picker
+from .streaming import Streaming
 
 #: Spare piece buffers kept for reuse while downloading (see ``_recycle_buf``).
 BUF_POOL_BYTES = 8 << 20
 #: Block size of the blame evidence: the request size every client uses.
 BLOCK = 16384
 
+_T = TypeVar("_T")
 
-class PiecePipeline:
+
+class PipelinePeer(Protocol):
+    """One connection, as the pipeline uses it (``Peer`` satisfies it)."""
+
+    proto: PeerProtocol | None
+    #: Set when it sends a block (snub detection reads it).
+    last_block_at: float
+    #: Set by :meth:`PiecePipeline.peer_joined` from the blame ledger.
+    trust: TrustRecord | None
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+    @property
+    def peer_id(self) -> bytes | None: ...
+    @property
+    def stats(self) -> ConnStats: ...
+    @property
+    def down_rate(self) -> RateMeter: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def is_seed(self) -> bool: ...
+    @property
+    def on_parole(self) -> bool: ...
+
+    def close(self, reason: str) -> None: ...
+    def __hash__(self) -> int: ...
+
+
+P = TypeVar("P", bound=PipelinePeer)
+P_co = TypeVar("P_co", bound=PipelinePeer, covariant=True)
+P_contra = TypeVar("P_contra", bound=PipelinePeer, contravariant=True)
+
+
+class PipelineSwarm(Protocol[P_contra]):
+    """The swarm's side: re-decide interest, top up a peer's requests."""
+
+    def update_interest(self, peer: P_contra) -> None: ...
+    def fill_requests(self, peer: P_contra, *, force: bool = False) -> None: ...
+
+
+class PipelineClient(Protocol):
+    """The client-wide services the pipeline uses: the bus, blame keys, bans."""
+
+    @property
+    def bus(self) -> EventBus: ...
+
+    def blame_key(self, ip: str, peer_id: bytes | None) -> str: ...
+    def ban(
+        self, ip: str, reason: str, *, port: int | None = None, peer_id: bytes | None = None
+    ) -> None: ...
+
+
+class WantedFile(Protocol):
+    @property
+    def index(self) -> int: ...
+    @property
+    def priority(self) -> PiecePriority: ...
+
+
+class PipelineHost(Protocol[P_co]):
+    """What the pipeline may read of its torrent, and the operations it may ask for."""
+
+    #: Pieces being hashed in a worker thread (the pipeline adds and removes its own).
+    hashing: set[int]
+
+    @property
+    def info(self) -> Info: ...
+    @property
+    def metainfo(self) -> Metainfo: ...
+    @property
+    def storage(self) -> Storage: ...
+    @property
+    def completion(self) -> CompletionStore | None: ...
+    @property
+    def info_hash(self) -> InfoHash: ...
+    @property
+    def num_pieces(self) -> int: ...
+    @property
+    def picker(self) -> Picker: ...
+    @property
+    def files(self) -> Sequence[WantedFile]: ...
+    @property
+    def peers(self) -> Collection[P_co]: ...
+    @property
+    def state(self) -> TorrentState: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def config(self) -> ClientConfig: ...
+
+    def piece_changed(self, p: int) -> None: ...
+    def schedule(self, coro: Coroutine[Any, Any, object]) -> None: ...
+    async def run_io(self, fn: Callable[..., _T], *args: Any) -> _T: ...
+    def storage_failed(self, exc: StorageError) -> None: ...
+    async def flush_storage(self) -> None: ...
+    def set_state(self, new: TorrentState, error: str | None = None) -> None: ...
+    def is_seed(self) -> bool: ...
+    def announce_completed(self) -> None: ...
+    def notify_state_waiters(self) -> None: ...
+
+
+class PiecePipeline(Generic[P]):
     """One torrent's piece buffers, hashing and blame; see the module docstring."""
 
-    def __init__(self, torrent: Torrent) -> None:
+    def __init__(
+        self,
+        torrent: PipelineHost[P],
+        swarm: PipelineSwarm[P],
+        streaming: Streaming,
+        client: PipelineClient,
+    ) -> None:
         self.torrent = torrent
+        self._swarm = swarm
+        self._streaming = streaming
+        self._client = client
+        #: Whether received blocks are kept: the torrent sets it on every state
+        #: change (downloading or seeding), so the per-block path reads a flag.
+        self.accepting_blocks = False
         self.bufs: dict[int, bytearray] = {}
         self._buf_pool: list[bytearray] = []  # spare full-size piece buffers
-        self._contributors: dict[int, dict[int, Peer]] = {}
+        self._contributors: dict[int, dict[int, P]] = {}
         #: Trust, parole and block evidence per ``Client.blame_key``.
         self.blame: BlameLedger[str] = BlameLedger()
         # blame key -> the latest connection of that peer (to ban it once it is gone)
-        self._last_conn: dict[str, Peer] = {}
-        cfg = torrent.client.config
+        self._last_conn: dict[str, P] = {}
+        cfg = torrent.config
         self._hash_sem = asyncio.Semaphore(max(1, cfg.piece_hashers_per_torrent))
 
     def clear(self) -> None:
@@ -67,16 +199,16 @@ class PiecePipeline:
         self._contributors.clear()
         self.blame.forget_evidence()
 
-    def _key(self, peer: Peer) -> str:
-        return self.torrent.client.blame_key(peer.address[0], peer.peer_id)
+    def _key(self, peer: P) -> str:
+        return self._client.blame_key(peer.address[0], peer.peer_id)
 
-    def peer_joined(self, peer: Peer) -> None:
+    def peer_joined(self, peer: P) -> None:
         """A handshaken peer: give it its record, so a suspect that reconnects stays one."""
         key = self._key(peer)
         self._last_conn[key] = peer
         peer.trust = self.blame.record(key)
 
-    def block_received(self, peer: Peer, msg: PieceMsg) -> None:
+    def block_received(self, peer: P, msg: PieceMsg) -> None:
         t = self.torrent
         n = len(msg.data)
         now = time.monotonic()
@@ -88,18 +220,20 @@ class PiecePipeline:
         # dropped here must release its request, or the chunk would never be
         # asked for again.  Nothing wanted (seeding) is a moment away from a
         # reader or a priority change wanting it: keep the data.
-        if t._state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+        if not self.accepting_blocks:
             t.picker.on_request_cancelled(peer, msg.index, msg.begin)
             return
         outcome = t.picker.on_block_received(
             peer, msg.index, msg.begin, n, exclusive=peer.on_parole
         )
         for other in outcome.cancel:
-            if isinstance(other, Peer) and other.proto is not None:
-                other.proto.send(Cancel(msg.index, msg.begin, n))
+            # The picker's peers are our connections (it only sees them as hashable).
+            proto = getattr(other, "proto", None)
+            if proto is not None:
+                proto.send(Cancel(msg.index, msg.begin, n))
         if not outcome.useful:
             peer.stats.chunks_read_wasted += 1
-            t._swarm.fill_requests(peer)
+            self._swarm.fill_requests(peer)
             return
         peer.stats.chunks_read_useful += 1
         peer.stats.bytes_read_useful_data += n
@@ -110,16 +244,17 @@ class PiecePipeline:
             pool = self._buf_pool
             buf = pool.pop() if pool and size == t.info.piece_length else bytearray(size)
             self.bufs[p] = buf
-            t._piece_changed(p)
+            t.piece_changed(p)
         buf[msg.begin : msg.begin + n] = msg.data
         self._contributors.setdefault(p, {})[msg.begin] = peer
-        if t._streaming.block_waiters:
-            t._streaming.block_arrived(p)
+        streaming = self._streaming
+        if streaming.block_waiters:
+            streaming.block_arrived(p)
         if outcome.piece_complete:
             t.picker.mark_hashing(p)
-            t._piece_changed(p)
-            t._schedule(self._verify_and_write(p))
-        t._swarm.fill_requests(peer)
+            t.piece_changed(p)
+            t.schedule(self._verify_and_write(p))
+        self._swarm.fill_requests(peer)
 
     async def _verify_and_write(self, p: int) -> None:
         t = self.torrent
@@ -130,24 +265,24 @@ class PiecePipeline:
                 t.picker.on_piece_hashed(p, False)
             return
         async with self._hash_sem:
-            t._hashing.add(p)
-            t._piece_changed(p)
+            t.hashing.add(p)
+            t.piece_changed(p)
             # Per-block digests are only needed to blame senders: when an earlier
             # attempt failed (to compare) or this one may fail (as evidence).
             blame = self.blame.has_evidence(p) or len(set(contributors.values())) > 1
             try:
                 ok, digests = await t.run_io(self.hash_and_write, p, buf, blame)
             except StorageError as exc:
-                t._hashing.discard(p)
+                t.hashing.discard(p)
                 t.picker.on_piece_hashed(p, False)  # re-download later, blame nobody
-                t._storage_failed(exc)
+                t.storage_failed(exc)
                 return
             finally:
-                t._hashing.discard(p)
-        if t._closed:
+                t.hashing.discard(p)
+        if t.closed:
             return
         t.picker.on_piece_hashed(p, ok)
-        t._piece_changed(p)
+        t.piece_changed(p)
         if ok:
             self._piece_verified(p, contributors, digests)
         else:
@@ -192,7 +327,7 @@ class PiecePipeline:
         return ok, digests
 
     def _piece_verified(
-        self, p: int, contributors: dict[int, Peer], digests: dict[int, bytes]
+        self, p: int, contributors: dict[int, P], digests: dict[int, bytes]
     ) -> None:
         t = self.torrent
         for peer in set(contributors.values()):
@@ -202,22 +337,22 @@ class PiecePipeline:
         for peer in list(t.peers):
             if peer.proto is not None:
                 peer.proto.send(Have(p))
-            t._swarm.update_interest(peer)
+            self._swarm.update_interest(peer)
         if t.picker.is_complete():
-            t._schedule(self.wanted_complete())
+            t.schedule(self.wanted_complete())
 
-    def _piece_failed(
-        self, p: int, contributors: dict[int, Peer], digests: dict[int, bytes]
-    ) -> None:
+    def _piece_failed(self, p: int, contributors: dict[int, P], digests: dict[int, bytes]) -> None:
         t = self.torrent
         peers = set(contributors.values())
-        t.client.bus.publish(PieceHashFailed(t.info_hash, p, tuple(peer.address for peer in peers)))
+        self._client.bus.publish(
+            PieceHashFailed(t.info_hash, p, tuple(peer.address for peer in peers))
+        )
         for peer in peers:
             peer.stats.pieces_dirtied_bad += 1
         senders = {begin: self._key(peer) for begin, peer in contributors.items()}
         self._carry_out(self.blame.piece_failed(p, senders, digests))
         for peer in list(t.peers):
-            t._swarm.fill_requests(peer)
+            self._swarm.fill_requests(peer)
 
     def _carry_out(self, verdict: Verdict[str]) -> None:
         """Ban whom the ledger says, and keep new suspects' pieces apart from others'."""
@@ -235,21 +370,22 @@ class PiecePipeline:
                 if not peer.closed and self._key(peer) in suspects:
                     self._isolate(peer)
 
-    def _isolate(self, peer: Peer) -> None:
+    def _isolate(self, peer: P) -> None:
         """``peer`` is on parole: its shared pieces start over, its own are kept for it."""
         t = self.torrent
         for other, req in t.picker.isolate(peer):
-            if isinstance(other, Peer) and other.proto is not None:
-                other.proto.send(Cancel(req.piece, req.begin, req.length))
+            proto = getattr(other, "proto", None)
+            if proto is not None:
+                proto.send(Cancel(req.piece, req.begin, req.length))
         # The buffers of pieces started over hold nothing the picker counts any more.
         for p in [p for p in self.bufs if not t.picker.received_chunks(p)]:
             self._recycle_buf(self.bufs.pop(p))
             self._contributors.pop(p, None)
-            t._piece_changed(p)
+            t.piece_changed(p)
 
-    def _ban(self, peer: Peer, reason: str) -> None:
+    def _ban(self, peer: P, reason: str) -> None:
         host, port = peer.address
-        self.torrent.client.ban(host, reason, port=port, peer_id=peer.peer_id)
+        self._client.ban(host, reason, port=port, peer_id=peer.peer_id)
         peer.close(f"banned: {reason}")
 
     def drop_partial_pieces(self) -> None:
@@ -265,31 +401,31 @@ class PiecePipeline:
         for p in self.bufs:
             if not t.picker.is_hashing(p):
                 t.picker.on_piece_hashed(p, False)
-                t._piece_changed(p)
+                t.piece_changed(p)
         self.bufs.clear()
         self._contributors.clear()
 
     async def wanted_complete(self) -> None:
         t = self.torrent
         self._buf_pool.clear()  # nothing left to download: give the memory back
-        if t._closed or t._state is TorrentState.ERROR:
+        if t.closed or t.state is TorrentState.ERROR:
             return
         try:
             await t.run_io(t.storage.ensure_files, self._wanted_file_indices())
         except StorageError as exc:
-            t._storage_failed(exc)
+            t.storage_failed(exc)
             return
-        await t._flush_storage()
+        await t.flush_storage()
         if not t.picker.is_complete():
             return  # something became wanted meanwhile (a priority change, a reader)
-        if t._state is TorrentState.DOWNLOADING:
-            t._set_state(TorrentState.SEEDING)
-            if t._is_seed():
-                t._trackers.completed()
-        t._state_changed.set()
+        if t.state is TorrentState.DOWNLOADING:
+            t.set_state(TorrentState.SEEDING)
+            if t.is_seed():
+                t.announce_completed()
+        t.notify_state_waiters()
         for peer in list(t.peers):
-            t._swarm.update_interest(peer)
-            if not t.client.config.seed:
+            self._swarm.update_interest(peer)
+            if not t.config.seed:
                 peer.close("download complete, not seeding")
             elif peer.is_seed and t.picker.num_have == t.num_pieces:
                 peer.close("both complete")

@@ -26,6 +26,14 @@ seeks around is not), from :data:`MIN_READAHEAD` to :data:`MAX_READAHEAD`.
 
 ``as_file()`` wraps a reader as a blocking :class:`io.RawIOBase` for other
 threads (FUSE, HTTP servers, ``shutil.copyfileobj``).
+
+A reader sees its torrent through :class:`ReaderHost` only (``Torrent``
+satisfies it): the info dict, the picker's have-set, the torrent's state,
+disk reads, and two views of piece data (the read cache, the pipeline's
+unverified buffers).  Calls go one way, reader to torrent; it announces its
+window moves to the torrent's :class:`~core.engine.streaming.Streaming`
+(``host.streaming.move``), which re-prioritises.  It never imports
+``torrent.py``.
 """
 
 from __future__ import annotations
@@ -38,15 +46,14 @@ import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..errors import TorrentError
+from ..formats.info import Info
 from ..stats import TorrentState
-from .picker import CHUNK_SIZE
-from .streaming import Window
-
-if TYPE_CHECKING:
-    from .torrent import Torrent
+from ..storage import Storage
+from .picker import CHUNK_SIZE, Picker
+from .streaming import Streaming, Window
 
 T = TypeVar("T")
 
@@ -67,6 +74,31 @@ class ReadaheadContext:
 ReadaheadFunc = Callable[[ReadaheadContext], int]
 
 
+class ReaderHost(Protocol):
+    """What a :class:`Reader` may read of its torrent and ask of it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def info(self) -> Info: ...
+    @property
+    def picker(self) -> Picker: ...
+    @property
+    def storage(self) -> Storage: ...
+    @property
+    def state(self) -> TorrentState: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def streaming(self) -> Streaming: ...
+
+    def cached_piece(self, p: int) -> bytes | None: ...
+    def unverified_buffer(self, p: int) -> bytearray | None: ...
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
 def default_readahead(ctx: ReadaheadContext) -> int:
     """The bytes read since the last seek, between the floor and the cap."""
     run = ctx.current_pos - ctx.contiguous_read_start_pos
@@ -82,7 +114,7 @@ class Reader:
 
     def __init__(
         self,
-        torrent: Torrent,
+        torrent: ReaderHost,
         offset: int,
         length: int,
         *,
@@ -99,7 +131,7 @@ class Reader:
         self._readahead: int | ReadaheadFunc = default_readahead if readahead is None else readahead
         self.responsive = responsive
         self._closed = False
-        torrent._streaming.readers.add(self)
+        torrent.streaming.readers.add(self)
         self._update_window()
 
     def __repr__(self) -> str:
@@ -144,7 +176,7 @@ class Reader:
         return Window(now, max(now + 1, (stop - 1) // plen + 1))
 
     def _update_window(self) -> None:
-        self._torrent._streaming.move(self, self.window())
+        self._torrent.streaming.move(self, self.window())
 
     # --- position -----------------------------------------------------------------
 
@@ -239,11 +271,11 @@ class Reader:
                     return data
             if not wait:
                 return b""
-            await t._streaming.waiter(p, block=self.responsive)
+            await t.streaming.waiter(p, block=self.responsive)
 
     async def _read_verified(self, p: int, begin: int, end: int) -> bytes:
         t = self._torrent
-        cached = t._upload.read_cache.get(p)
+        cached = t.cached_piece(p)
         if cached is not None:
             return cached[begin:end]
         data = await t.run_io(t.storage.read_block, p, begin, end - begin)
@@ -253,7 +285,7 @@ class Reader:
     def _read_unverified(self, p: int, begin: int, end: int) -> bytes:
         """The received prefix of ``[begin, end)`` from the piece's buffer, if any."""
         t = self._torrent
-        buf = t._pipeline.bufs.get(p)
+        buf = t.unverified_buffer(p)
         if buf is None:
             return b""
         picker = t.picker
@@ -268,7 +300,7 @@ class Reader:
 
     def _check_torrent(self) -> None:
         t = self._torrent
-        if t._closed:
+        if t.closed:
             raise TorrentError(f"{t.name}: torrent dropped")
         if t.state is TorrentState.PAUSED:
             raise TorrentError(f"{t.name}: torrent paused")
@@ -282,9 +314,9 @@ class Reader:
         if self._closed:
             return
         self._closed = True
-        streaming = self._torrent._streaming
+        streaming = self._torrent.streaming
         streaming.readers.discard(self)
-        if not self._torrent._closed:
+        if not self._torrent.closed:
             streaming.move(self, None)
         else:
             streaming.windows.set(self, None)

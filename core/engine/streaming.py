@@ -13,24 +13,36 @@ readahead.
 :class:`Streaming` is the torrent-side glue kept out of ``torrent.py``: it
 owns the windows, the futures readers sleep on until a piece is verified
 (or, for responsive readers, until a block arrives), and the per-consumer
-piece-state subscriptions.  The torrent calls it at a few hook points
-(``piece_changed``, ``block_arrived``, ``fail_waiters``).
+piece-state subscriptions.
+
+Direction of calls: the torrent (and the pipeline) announce to it at a few
+hook points (``piece_changed``, ``block_arrived``, ``fail_waiters``,
+``close``); it asks back through :class:`StreamingHost` only, for exactly two
+things: a piece's state (for subscriptions) and re-prioritising the pieces a
+reader's window moved over.  It never imports ``torrent.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Hashable, Iterable, Iterator
+from typing import NamedTuple, Protocol
 
 from ..errors import TorrentError
 from ..piecestate import PieceState
 from ..types import PiecePriority
 
-if TYPE_CHECKING:
-    from .torrent import Torrent
-
 _NONE = PiecePriority.NONE
+
+
+class StreamingHost(Protocol):
+    """What :class:`Streaming` may ask of its torrent (``Torrent`` satisfies it)."""
+
+    def piece_state(self, p: int) -> PieceState: ...
+
+    def reprioritise(self, pieces: Iterable[int]) -> None:
+        """Recompute the priority of ``pieces`` (a reader's window moved over them)."""
+        ...
 
 
 class Window(NamedTuple):
@@ -134,14 +146,15 @@ class PieceStateSubscription:
         self._ready = asyncio.Event()
         self._closed = False
 
-    def _changed(self, p: int) -> None:
+    def changed(self, p: int) -> None:
+        """Piece ``p`` changed (called by :meth:`Streaming.piece_changed`)."""
         self._pending[p] = None
         self._ready.set()
 
     def take(self) -> tuple[tuple[int, PieceState], ...]:
         """The pending changes now (possibly empty), without waiting."""
-        torrent = self._streaming.torrent
-        batch = tuple((p, torrent.piece_state(p)) for p in self._pending)
+        piece_state = self._streaming.host.piece_state
+        batch = tuple((p, piece_state(p)) for p in self._pending)
         self._pending.clear()
         self._ready.clear()
         return batch
@@ -184,8 +197,8 @@ class PieceStateSubscription:
 class Streaming:
     """A torrent's readers' state: windows, waiters and state subscriptions."""
 
-    def __init__(self, torrent: Torrent) -> None:
-        self.torrent = torrent
+    def __init__(self, host: StreamingHost) -> None:
+        self.host = host
         self.windows = ReaderWindows()
         #: piece -> future set when the piece's state changes (verified among others).
         self.piece_waiters: dict[int, asyncio.Future[None]] = {}
@@ -198,7 +211,7 @@ class Streaming:
         """A reader's window moved: re-prioritise exactly the pieces that changed."""
         changed = self.windows.set(key, window)
         if changed:
-            self.torrent._reprioritise(changed)
+            self.host.reprioritise(changed)
 
     def waiter(self, p: int, *, block: bool) -> asyncio.Future[None]:
         table = self.block_waiters if block else self.piece_waiters
@@ -217,7 +230,7 @@ class Streaming:
         if fut is not None and not fut.done():
             fut.set_result(None)
         for sub in self.subs:
-            sub._changed(p)
+            sub.changed(p)
 
     def block_arrived(self, p: int) -> None:
         fut = self.block_waiters.pop(p, None)

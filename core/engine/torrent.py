@@ -16,7 +16,21 @@ owns, with a back-reference to it:
   (``_ext``): readers' windows and feeds; ut_metadata and ut_pex.
 
 Piece state that can change across an ``await`` is kept in explicit flags
-(``_hashing``, picker's busy set) as anacrolix does.
+(``hashing``, picker's busy set) as anacrolix does.
+
+Seams (issue 12): a converted collaborator does not know ``Torrent``.  It
+declares a small ``Protocol`` of exactly what it reads and may ask for
+(``StreamingHost``, ``ReaderHost``, ``FileHost``, ``CheckHost``,
+``ExtensionsHost``/``ExtensionsSwarm``, ``PipelineHost``/``PipelineSwarm``),
+which this class satisfies structurally (mypy checks it where each is
+built), and it does not import this module.  The calls go one way: the
+torrent calls its collaborators' hooks; they announce back through a few
+named methods only: ``piece_changed`` (any piece state change),
+``set_state``, ``storage_failed``, ``reprioritise``, ``notify_state_waiters``
+and ``schedule`` (a task the torrent owns).  Those methods, and the read-only
+views next to them (``closed``, ``config``, ``streaming``, ``cached_piece``,
+``unverified_buffer``, ...), are for collaborators, not for the UI.
+``swarm``, ``peer``, ``upload`` and ``client`` still hold the whole torrent.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bitarray import bitarray
 
+from ..config import ClientConfig
 from ..errors import StorageError, TorrentError
 from ..events import PeerRow, PeerSource, PieceStateChanged, StorageFailed, TorrentStateChanged
 from ..formats.info import Info
@@ -83,7 +98,7 @@ class Torrent:
     in ``FETCHING_METADATA`` with no ``info``, ``metainfo``, ``storage`` or
     ``layout`` (``has_info`` is False, ``files`` is empty and the picker is
     an empty placeholder) until :mod:`core.engine.magnet_phase` completes it with
-    ``_init_info``; ``wait_info()`` waits for that.
+    ``init_info``; ``wait_info()`` waits for that.
     """
 
     metainfo: Metainfo
@@ -114,7 +129,7 @@ class Torrent:
             announce_list = tuple((url,) for url in magnet.trackers)
         self.completion = completion
         cfg = client.config
-        self.picker = Picker(0, 1, 0)  # replaced by _init_info
+        self.picker = Picker(0, 1, 0)  # replaced by init_info
         self.choker = Choker(cfg.unchoke_slots, time.monotonic())
         # Per-torrent limits, applied on top of the client's global ones.
         self.download_bucket = TokenBucket(None, now=time.monotonic())
@@ -126,7 +141,7 @@ class Torrent:
         self.added_at = time.time()
         self.peers: dict[Peer, None] = {}
         self._tasks: set[asyncio.Task[object]] = set()
-        self._hashing: set[int] = set()  # pieces being hashed in a worker thread
+        self.hashing: set[int] = set()  # pieces being hashed in a worker thread
         self._closed_stats = TorrentStats()
         self._io_jobs: set[concurrent.futures.Future[Any]] = set()
         self._state_changed = asyncio.Event()
@@ -148,19 +163,21 @@ class Torrent:
         )
         # Readers' windows, waiters and piece-state feeds (core/streaming.py).
         self._streaming = Streaming(self)
+        # Dialing, accepting, interest, requests and choking (core/swarm.py).
+        self._swarm = Swarm(self)
         # ut_metadata and ut_pex (core/peer_extensions.py).
-        self._ext = PeerExtensions(self)
+        self._ext = PeerExtensions(self, self._swarm)
         # Serving requests from a piece read cache (core/upload.py).
         self._upload = Uploader(self)
         # Blocks into piece buffers, hash and write, blame (core/piece_pipeline.py).
-        self._pipeline = PiecePipeline(self)
-        # Dialing, accepting, interest, requests and choking (core/swarm.py).
-        self._swarm = Swarm(self)
+        self._pipeline: PiecePipeline[Peer] = PiecePipeline(
+            self, self._swarm, self._streaming, client
+        )
         if metainfo is not None:
             assert storage is not None and layout is not None
-            self._init_info(metainfo, storage, layout)
+            self.init_info(metainfo, storage, layout)
 
-    def _init_info(self, metainfo: Metainfo, storage: Storage, layout: Layout) -> None:
+    def init_info(self, metainfo: Metainfo, storage: Storage, layout: Layout) -> None:
         """Everything that needs the info dict (at once, or when a magnet's arrives)."""
         cfg = self.client.config
         self.metainfo = metainfo
@@ -208,6 +225,21 @@ class Torrent:
     def length(self) -> int:
         return self.info.total_size if self.has_info else 0
 
+    @property
+    def closed(self) -> bool:
+        """Dropped or shut down (``close`` has begun)."""
+        return self._closed
+
+    @property
+    def config(self) -> ClientConfig:
+        """The client's settings (the collaborators' seams read them here)."""
+        return self.client.config
+
+    @property
+    def streaming(self) -> Streaming:
+        """Readers' windows and waiters: the seam :class:`~core.engine.reader.Reader` uses."""
+        return self._streaming
+
     def piece(self, index: int) -> Piece:
         if not 0 <= index < self.num_pieces:
             raise IndexError(f"piece {index} out of range 0..{self.num_pieces - 1}")
@@ -231,11 +263,11 @@ class Torrent:
         """Raise pieces ``[begin, end)`` to at least NORMAL (as anacrolix's DownloadPieces)."""
         for i in range(begin, end):
             own = self._own_piece_priority.get(i, PiecePriority.NONE)
-            self._set_own_piece_priority(i, max(own, PiecePriority.NORMAL))
+            self.set_own_piece_priority(i, max(own, PiecePriority.NORMAL))
 
     def cancel_pieces(self, begin: int, end: int) -> None:
         for i in range(begin, end):
-            self._set_own_piece_priority(i, PiecePriority.NONE)
+            self.set_own_piece_priority(i, PiecePriority.NONE)
 
     def new_reader(
         self, *, readahead: int | ReadaheadFunc | None = None, responsive: bool = False
@@ -341,18 +373,18 @@ class Torrent:
     def pause(self) -> None:
         if self._state in (TorrentState.PAUSED, TorrentState.ERROR):
             return
-        self._disconnect_all("torrent paused")
+        self.disconnect_all("torrent paused")
         self._trackers.stop()
-        self._set_state(TorrentState.PAUSED)
-        self._schedule(self._flush_storage())
+        self.set_state(TorrentState.PAUSED)
+        self.schedule(self.flush_storage())
 
     def resume(self) -> None:
         """Leave the paused or error state; an error state retries its failed I/O."""
         if self._state not in (TorrentState.PAUSED, TorrentState.ERROR):
             return
         self.error = None
-        self._set_state(self._active_state())
-        self._trackers.start(complete=self._is_seed())
+        self.set_state(self.active_state())
+        self._trackers.start(complete=self.is_seed())
         self._swarm.maybe_dial()
 
     async def verify_data(self) -> None:
@@ -400,7 +432,7 @@ class Torrent:
             key=self.client.tracker_key,
         )
 
-    def _is_seed(self) -> bool:
+    def is_seed(self) -> bool:
         return self.has_info and self.picker.num_have == self.num_pieces
 
     # ------------------------------------------------------------------ lifecycle
@@ -418,15 +450,15 @@ class Torrent:
                 f"(e.g. {self.metainfo.missing_piece_layers[0]!r}); fetching them from "
                 "peers (BEP 52 hash requests) is not supported yet"
             )
-            self._set_state(TorrentState.ERROR, self.error)
+            self.set_state(TorrentState.ERROR, self.error)
             return
-        self._set_state(TorrentState.CHECKING)
+        self.set_state(TorrentState.CHECKING)
         await checking.check_on_start(self, verify=verify)
         self._started = True
         if self._closed:
             return
-        self._set_state(self._active_state())
-        self._trackers.start(complete=self._is_seed())
+        self.set_state(self.active_state())
+        self._trackers.start(complete=self.is_seed())
         if self.picker.is_complete():
             await self._pipeline.wanted_complete()
         self._tick_task = asyncio.create_task(self._tick_loop(), name=f"tick {self.name}")
@@ -457,7 +489,7 @@ class Torrent:
         self._state_changed.set()
         self._ext.close()
         self._streaming.close(f"{self.name}: torrent dropped")
-        self._disconnect_all("torrent closed")
+        self.disconnect_all("torrent closed")
         # "stopped" announces run while the rest closes, bounded by their timeout.
         announcing = asyncio.ensure_future(self._trackers.aclose())
         for task in (*self._swarm.dial_tasks, *self._tasks):
@@ -471,14 +503,14 @@ class Torrent:
             return
         try:
             await self._wait_io_idle()
-            await self._flush_storage()
+            await self.flush_storage()
             if self.completion is not None:
                 await asyncio.to_thread(self.completion.detach, self.info_hash)
             await asyncio.to_thread(self.storage.close)
         finally:
             await announcing
 
-    async def _flush_storage(self) -> None:
+    async def flush_storage(self) -> None:
         if not self.has_info:
             return
         try:
@@ -488,16 +520,18 @@ class Torrent:
         except StorageError as exc:
             log.warning("%s: flush failed: %s", self.name, exc)
 
-    def _active_state(self) -> TorrentState:
+    def active_state(self) -> TorrentState:
         if not self.has_info:
             return TorrentState.FETCHING_METADATA
         if self.picker.is_complete():
             return TorrentState.SEEDING
         return TorrentState.DOWNLOADING
 
-    def _set_state(self, new: TorrentState, error: str | None = None) -> None:
+    def set_state(self, new: TorrentState, error: str | None = None) -> None:
         old = self._state
         self._state = new
+        # Told, not asked: the pipeline reads this flag on every received block.
+        self._pipeline.accepting_blocks = new in (TorrentState.DOWNLOADING, TorrentState.SEEDING)
         self._state_changed.set()
         if new in (TorrentState.PAUSED, TorrentState.ERROR):
             self._streaming.fail_waiters(f"{self.name}: torrent {new.name.lower()}")
@@ -506,10 +540,18 @@ class Torrent:
         if old != new or error:
             self.client.bus.publish(TorrentStateChanged(self.info_hash, old, new, error))
 
-    def _schedule(self, coro: Coroutine[Any, Any, object]) -> None:
+    def schedule(self, coro: Coroutine[Any, Any, object]) -> None:
+        """Run ``coro`` as a task the torrent owns (cancelled and awaited on close)."""
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # The old private name, still used by upload.py (issue 12 converts it next).
+    _schedule = schedule
+
+    def notify_state_waiters(self) -> None:
+        """Wake ``wait_info``/``wait_complete`` to look again (info or completion changed)."""
+        self._state_changed.set()
 
     async def _tick_loop(self) -> None:
         while not self._closed:
@@ -522,57 +564,61 @@ class Torrent:
 
     # ------------------------------------------------------------------ priorities
 
-    def _file_pieces(self, f: File) -> range:
+    def file_pieces(self, f: File) -> range:
         return self.info.file_pieces(f.index)
 
-    def _piece_priority(self, p: int) -> PiecePriority:
+    def piece_priority(self, p: int) -> PiecePriority:
         """The max of the piece's own priority, its files' and the readers' windows."""
         prio = self._own_piece_priority.get(p, PiecePriority.NONE)
         for fi in self.info.files_in_piece(p):
             f = self._files_by_index.get(fi)
             if f is not None:
-                fp = f._priority_for_piece(p)
+                fp = f.priority_for_piece(p)
                 if fp > prio:
                     prio = fp
         rp = self._streaming.windows.priority(p)
         return rp if rp > prio else prio
 
-    def _file_priority_changed(self, f: File) -> None:
+    def file_priority_changed(self, f: File) -> None:
         from ..events import FilePriorityChanged
 
-        self._reprioritise(self._file_pieces(f))
+        self.reprioritise(self.file_pieces(f))
         self.client.bus.publish(FilePriorityChanged(self.info_hash, f.index, f.priority))
 
-    def _set_own_piece_priority(self, p: int, prio: PiecePriority) -> None:
+    def set_own_piece_priority(self, p: int, prio: PiecePriority) -> None:
         if prio == PiecePriority.NONE:
             self._own_piece_priority.pop(p, None)
         else:
             self._own_piece_priority[p] = prio
-        self._reprioritise(range(p, p + 1))
+        self.reprioritise(range(p, p + 1))
 
-    def _reprioritise(self, pieces: Iterable[int]) -> None:
+    def reprioritise(self, pieces: Iterable[int]) -> None:
         changed = False
         for p in pieces:
-            prio = self._piece_priority(p)
+            prio = self.piece_priority(p)
             if self.picker.priority(p) != prio:
                 self.picker.set_priority(p, prio)
-                self._piece_changed(p)
+                self.piece_changed(p)
                 changed = True
         if not changed or not self._started:
             return
         if self.picker.is_complete():
-            self._schedule(self._pipeline.wanted_complete())
+            self.schedule(self._pipeline.wanted_complete())
         elif self._state is TorrentState.SEEDING and not self.picker.is_complete():
-            self._set_state(TorrentState.DOWNLOADING)
+            self.set_state(TorrentState.DOWNLOADING)
         for peer in list(self.peers):
             self._swarm.update_interest(peer)
             self._swarm.fill_requests(peer, force=True)
 
-    def _file_bytes_completed(self, f: File) -> int:
+    def own_piece_priority(self, p: int) -> PiecePriority:
+        """Piece ``p``'s own priority (``Piece.priority``), without files' and readers'."""
+        return self._own_piece_priority.get(p, PiecePriority.NONE)
+
+    def file_bytes_completed(self, f: File) -> int:
         info = self.info
         done = 0
         fstart, fend = f.offset, f.offset + f.length
-        for p in self._file_pieces(f):
+        for p in self.file_pieces(f):
             if self.picker.have(p):
                 pstart = info.piece_offset(p)
                 pend = pstart + info.piece_size(p)
@@ -591,11 +637,16 @@ class Torrent:
             priority=PiecePriority.NONE if have else picker.priority(p),
             complete=have,
             partial=not have and (p in self._pipeline.bufs),
-            hashing=p in self._hashing,
-            queued_for_hash=picker.is_hashing(p) and p not in self._hashing,
+            hashing=p in self.hashing,
+            queued_for_hash=picker.is_hashing(p) and p not in self.hashing,
         )
 
-    def _piece_changed(self, p: int) -> None:
+    def piece_changed(self, p: int) -> None:
+        """Piece ``p``'s state changed: wake readers and subscriptions, batch a bus event.
+
+        The one call every collaborator makes to announce a piece change
+        (buffer started, queued for hashing, hashed, verified, forgotten).
+        """
         self._streaming.piece_changed(p)
         self._piece_changes[p] = None
         if self._piece_flush is None:
@@ -610,6 +661,29 @@ class Torrent:
         self._piece_changes.clear()
         self.client.bus.publish(PieceStateChanged(self.info_hash, changes))
 
+    # ------------------------------------------------------------------ reader / checking seams
+
+    def cached_piece(self, p: int) -> bytes | None:
+        """Verified piece ``p`` from the upload read cache, if it is there."""
+        return self._upload.read_cache.get(p)
+
+    def unverified_buffer(self, p: int) -> bytearray | None:
+        """The pipeline's buffer of unfinished piece ``p`` (responsive readers)."""
+        return self._pipeline.bufs.get(p)
+
+    def forget_unverified(self) -> None:
+        """Before a full recheck: drop piece buffers, their senders and the read cache."""
+        self._pipeline.clear()
+        self._upload.clear_cache()
+
+    def maybe_dial(self) -> None:
+        """Dial queued peers if there is room (after a recheck, say)."""
+        self._swarm.maybe_dial()
+
+    def announce_completed(self) -> None:
+        """Tell the trackers the download completed (``event=completed``)."""
+        self._trackers.completed()
+
     # ------------------------------------------------------------------ peers (core/swarm.py)
 
     def attach(self, peer: Peer, proto: PeerProtocol) -> None:
@@ -620,14 +694,32 @@ class Torrent:
         """An incoming connection asked for this torrent; False to refuse it."""
         return self._swarm.accept_incoming(proto)
 
-    def _disconnect_all(self, reason: str) -> None:
+    def send_owed_have_sets(self) -> None:
+        """After a magnet's first check: the bitfield every peer connected meanwhile is owed."""
+        swarm = self._swarm
+        for peer in list(self.peers):
+            proto = peer.proto
+            if proto is None or proto.closed or peer.have_set_sent:
+                continue
+            proto.send_many(swarm.have_set(peer))
+            swarm.update_interest(peer)
+        swarm.rechoke_soon()
+
+    def disconnect_all(self, reason: str) -> None:
         for peer in list(self.peers) + list(self._swarm.half_open.values()):
             peer.close(reason)
         self._pipeline.drop_partial_pieces()
 
     # ------------------------------------------------------------------ storage errors
 
-    def _storage_failed(self, exc: StorageError) -> None:
+    def fail(self, reason: str) -> None:
+        """Disconnect everyone and go to ERROR with ``reason`` (a magnet's unusable metadata)."""
+        self.error = reason
+        self.disconnect_all(reason)
+        self.set_state(TorrentState.ERROR, reason)
+
+    def storage_failed(self, exc: StorageError) -> None:
+        """A disk read or write failed: drop partial pieces, stop asking, go to ERROR."""
         if self._state is TorrentState.ERROR:
             return
         self.error = str(exc)
@@ -636,8 +728,26 @@ class Torrent:
             self.picker.release_peer(peer)
             if peer.proto is not None and peer.proto.conn.am_interested:
                 peer.proto.send(NotInterested())
-        self._set_state(TorrentState.ERROR, self.error)
+        self.set_state(TorrentState.ERROR, self.error)
         self.client.bus.publish(StorageFailed(self.info_hash, self.error))
+
+    # The old private name, still used by upload.py (issue 12 converts it next).
+    _storage_failed = storage_failed
+
+    # ------------------------------------------------------------------ extensions (magnet phase)
+
+    def fetch_metadata(self, on_metadata: Callable[[bytes], Coroutine[Any, Any, None]]) -> None:
+        """A magnet's torrent: announce, and fetch the info dict over ut_metadata.
+
+        ``on_metadata`` is called (as a task) with the verified raw info dict.
+        """
+        self._ext.on_metadata = on_metadata
+        self._trackers.start(complete=False)
+        self._ext.start()
+
+    def advertise_info(self) -> None:
+        """The info dict was just installed: serve it and re-handshake with every peer."""
+        self._ext.info_known()
 
     def _extended_message(self, peer: Peer, msg: ExtendedMessage) -> None:
         self._ext.on_message(peer, msg)
