@@ -95,6 +95,10 @@ async def test_add_skip_one_file_and_complete(tmp_path: Path) -> None:
 
         await _until(pilot, lambda: row_state() is not None, 5, "the torrent row")
         await _until(pilot, lambda: row_state() is TorrentState.SEEDING, 20, "completion")
+        # Only the demo's liar may be banned: honest seeders that shared its
+        # pieces are not (trust and parole, core/engine/blame.py).
+        bad_ip, bad_port = demo.bad_peer
+        assert set(engine.client.banned) <= {f"{bad_ip}:{bad_port}"}, engine.client.banned
 
         # The Files tab (the new torrent is the selected one) shows the skip.
         tree = main.query_one(FileTree)

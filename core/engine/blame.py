@@ -10,9 +10,14 @@ gives it only whole pieces on its own (see :mod:`core.engine.picker`), so its ne
 failure is pinned on it alone, and a failure alone while on parole bans it.
 Good pieces earn trust back, and parole ends once the trust is no longer
 negative, so an honest peer that merely shared a piece with a liar is back to
-normal after a couple of good pieces.  A peer whose trust falls to
-:data:`BAN_TRUST` is banned even without a solo failure (a liar that keeps
-landing in shared pieces).
+normal after a couple of good pieces.
+
+A shared failure costs trust only to senders not yet on parole.  Pieces that
+were already in flight, or complete and waiting for their hash, when a peer
+went on parole still fail as shared pieces afterwards; counting each of them
+again would take an honest co-sender's trust down with the liar's (with a
+fast download, half a dozen such pieces banned both honest demo seeders).
+On parole, only a failure the peer alone is answerable for counts.
 
 The block-digest evidence is kept as before: for a failed piece with several
 senders each 16 KiB block's digest is remembered with its sender; once the
@@ -40,8 +45,8 @@ SOLO_FAILURE_COST = 4
 PASS_GAIN = 1
 #: Trust never climbs above this, so a long good record cannot buy many lies.
 MAX_TRUST = 8
-#: A peer whose trust falls to this is banned, even without a solo failure.
-BAN_TRUST = -7
+#: Trust never falls below this (a floor, so a long-banned key cannot go on sinking).
+MIN_TRUST = -7
 #: Failed pieces named in a ban reason (the most recent ones).
 EVIDENCE_SHOWN = 4
 
@@ -144,8 +149,9 @@ class BlameLedger(Generic[K]):
             else:
                 rec.evidence.append(f"{piece} (with {_others(len(senders) - 1)})")
             del rec.evidence[:-EVIDENCE_SHOWN]
-            cost = SOLO_FAILURE_COST if solo else SHARED_FAILURE_COST
-            rec.trust = max(BAN_TRUST, rec.trust - cost)
+            # On parole, a shared failure is no new evidence (see the module docstring).
+            cost = SOLO_FAILURE_COST if solo else 0 if was_on_parole else SHARED_FAILURE_COST
+            rec.trust = max(MIN_TRUST, rec.trust - cost)
             if not rec.on_parole:
                 rec.on_parole = True
                 paroled.append(who)
@@ -158,8 +164,6 @@ class BlameLedger(Generic[K]):
                 reason = f"{failures}: the last one sent alone while on parole"
             elif solo and rec.failed_alone >= 2:
                 reason = f"{failures}: {rec.failed_alone} of them alone"
-            elif rec.trust <= BAN_TRUST:
-                reason = f"{failures}: trust fell to {rec.trust}"
             else:
                 continue
             rec.banned = reason
