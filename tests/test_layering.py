@@ -103,12 +103,7 @@ ENGINE_CIRCLE = frozenset(
     f"core.engine.{m}"
     for m in [
         "client",
-        "magnet_phase",
-        "peer",
-        "peer_rows",
-        "swarm",
         "torrent",
-        "upload",
     ]
 )
 

@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from ..bus import EventBus
 from ..config import ClientConfig, generate_peer_id
@@ -37,11 +36,9 @@ from ..storage import CompletionStore, FileStorage, Layout, MemoryStorage, Stora
 from ..tracker import TrackerTransports
 from ..types import InfoHash
 from ..wire import Event, HandshakeReceived, PeerConnection, RemoteInfoHash
+from .magnet_phase import StorageFactory, add_magnet
 from .peer import Peer
 from .torrent import Torrent
-
-if TYPE_CHECKING:
-    from .magnet_phase import StorageFactory
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +76,8 @@ class _HandshakeRouter:
 
     def peer_event(self, proto: PeerProtocol, event: Event) -> None:
         if isinstance(event, RemoteInfoHash):
-            torrent = self.client._torrents_by_wire.get(event.info_hash)
-            if self.client._connections > self.client.config.max_connections:
+            torrent = self.client.torrent_by_wire(event.info_hash)
+            if self.client.connections > self.client.config.max_connections:
                 proto.close("too many connections")
             elif torrent is None or not torrent.accept_incoming(proto):
                 proto.close("unknown or unavailable info-hash")
@@ -223,11 +220,16 @@ class Client:
         """Room for one more outgoing attempt under the global connection limits?"""
         if self._connections >= self.config.max_connections:
             return False
-        half_open = sum(len(t._swarm.half_open) for t in self.torrents.values())
+        half_open = sum(t.half_open_count for t in self.torrents.values())
         return half_open < self.config.max_half_open
 
     def connection_closed(self) -> None:
         self._connections = max(0, self._connections - 1)
+
+    @property
+    def connections(self) -> int:
+        """Open peer connections, incoming ones still before their handshake included."""
+        return self._connections
 
     async def close(self) -> None:
         if self._closed:
@@ -309,9 +311,18 @@ class Client:
         trackers and peers added.  Raises :class:`~core.errors.MagnetError`
         for a malformed link.  See :mod:`core.engine.magnet_phase`.
         """
-        from .magnet_phase import add_magnet
+        return await add_magnet(
+            self,
+            uri,
+            new_torrent=self._magnet_torrent,
+            download_dir=download_dir,
+            storage=storage,
+            peers=peers,
+        )
 
-        return await add_magnet(self, uri, download_dir=download_dir, storage=storage, peers=peers)
+    def _magnet_torrent(self, magnet: Magnet) -> Torrent:
+        """A new torrent for ``magnet``, without its info dict (``add_magnet`` registers it)."""
+        return Torrent(self, None, None, None, self.completion, magnet=magnet)
 
     async def add_info_hash(
         self, info_hash: InfoHash, *, download_dir: str | Path | None = None
@@ -330,6 +341,26 @@ class Client:
 
     def torrent(self, info_hash: InfoHash) -> Torrent | None:
         return self.torrents.get(info_hash)
+
+    # The by-wire registry: which torrent an incoming handshake is for.  Peers
+    # name a torrent by a 20-byte hash: a v1 info-hash, or a v2 one truncated
+    # (BEP 52); a hybrid torrent answers to both.
+
+    def register_wire(self, info_hash: InfoHash, torrent: Torrent) -> None:
+        """Route incoming handshakes naming ``info_hash`` to ``torrent``.
+
+        Registers ``info_hash.wire`` and, for a hybrid, the truncated v2 hash
+        too (a magnet's torrent registers again once its info dict shows the
+        other hash).  A wire hash already registered keeps its torrent;
+        :meth:`remove_torrent` unregisters every hash of a torrent.
+        """
+        self._torrents_by_wire.setdefault(info_hash.wire, torrent)
+        if info_hash.v1 is not None and info_hash.v2 is not None:
+            self._torrents_by_wire.setdefault(info_hash.v2[:20], torrent)
+
+    def torrent_by_wire(self, wire_hash: bytes) -> Torrent | None:
+        """The torrent registered under the 20-byte ``wire_hash`` (see :meth:`register_wire`)."""
+        return self._torrents_by_wire.get(wire_hash)
 
     # ------------------------------------------------------------------ limits, bans, stats
 

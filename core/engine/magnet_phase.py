@@ -35,80 +35,151 @@ Design, and why:
   them (BEP 52 hash requests) is not implemented, so the torrent goes to
   the error state saying so instead of failing every piece.
 
-Seams: this module sits above ``Torrent`` (it creates one) and drives it
-through public methods only: ``fetch_metadata`` (start the metadata phase
-with a callback), ``init_info`` and ``advertise_info`` (complete it),
-``fail``, ``notify_state_waiters``, ``send_owed_have_sets`` and ``start``.
-The direction is one way: the torrent's extensions call back exactly once,
-with the verified raw info dict, through the ``on_metadata`` callback given
-to ``fetch_metadata``.  The client's by-wire-hash index is still reached
-into (two lines, until ``Client`` offers registering and finding a hash).
+Seams (issue 12): this module knows neither ``Client`` nor ``Torrent`` and
+imports neither (so it is out of the engine's import circle).  It drives the
+torrent, as a :class:`MagnetTorrent`, through public methods only:
+``fetch_metadata`` (start the metadata phase with a callback), ``init_info``
+and ``advertise_info`` (complete it), ``fail``, ``notify_state_waiters``,
+``send_owed_have_sets`` and ``start``; its open connections it sees as
+:class:`MagnetPeer`.  It reaches the client, as a :class:`MagnetClient`,
+for its settings, its bus, and its torrents: by key, and by wire hash
+through the client's public registry (``torrent_by_wire``,
+``register_wire``).  The client makes the torrent (``new_torrent``, given
+to :func:`add_magnet`).  The direction is one way: the client calls
+:func:`add_magnet`; the torrent's extensions call back exactly once, with
+the verified raw info dict, through the ``on_metadata`` callback given to
+``fetch_metadata``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
+from bitarray import bitarray
+
+from ..bus import EventBus
+from ..config import ClientConfig
 from ..errors import BencodeError, MetainfoError, RemoteProtocolError, TrackerError
 from ..events import MetadataReceived, PeerSource, TorrentAdded
-from ..formats.info import parse_info
+from ..formats.info import Info, parse_info
 from ..formats.magnet import Magnet, parse_magnet
 from ..formats.metainfo import Metainfo
+from ..net.peer_io import PeerProtocol
 from ..stats import TorrentState
 from ..storage import FileStorage, Layout, MemoryStorage, Storage
 from ..types import InfoHash, PiecePriority
-from .torrent import Torrent
-
-if TYPE_CHECKING:
-    from .client import Client
+from .files import File
+from .picker import Picker
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StorageFactory", "add_magnet", "complete_metadata"]
+__all__ = [
+    "MagnetClient",
+    "MagnetPeer",
+    "MagnetTorrent",
+    "StorageFactory",
+    "add_magnet",
+    "complete_metadata",
+]
 
 #: Builds the storage of a magnet's torrent once its layout is known.
 StorageFactory = Callable[[Layout], Storage]
 Address = tuple[str, int]
 
 
-def _by_wire(client: Client) -> dict[bytes, Torrent]:
-    # client.py is not converted yet (its owner adds a public registry next).
-    return client._torrents_by_wire  # noqa: SLF001 - Client has no public by-wire index yet
+class MagnetPeer(Protocol):
+    """An open connection of a magnet's torrent (``Peer`` satisfies it)."""
+
+    #: Its have-set, replayed into the picker once the piece count is known.
+    has: bitarray | None
+    is_seed: bool
+
+    @property
+    def proto(self) -> PeerProtocol | None: ...
+    def close(self, reason: str) -> None: ...
 
 
-def find_torrent(client: Client, info_hash: InfoHash) -> Torrent | None:
+class MagnetTorrent(Protocol):
+    """What the magnet phase reads of a torrent and may ask of it (``Torrent`` satisfies it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def info_hash(self) -> InfoHash: ...
+    @property
+    def magnet(self) -> Magnet | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def has_info(self) -> bool: ...
+    @property
+    def config(self) -> ClientConfig: ...
+    @property
+    def state(self) -> TorrentState: ...
+    @property
+    def info(self) -> Info: ...
+    @property
+    def picker(self) -> Picker: ...
+    @property
+    def files(self) -> Sequence[File]: ...
+    @property
+    def peers(self) -> Iterable[MagnetPeer]: ...
+
+    def add_tracker(self, url: str, tier: int | None = None) -> bool: ...
+    def add_peers(self, addresses: Iterable[Address], source: PeerSource = ...) -> None: ...
+    def fetch_metadata(self, on_metadata: Callable[[bytes], Coroutine[Any, Any, None]]) -> None: ...
+    def init_info(self, metainfo: Metainfo, storage: Storage, layout: Layout) -> None: ...
+    def advertise_info(self) -> None: ...
+    def notify_state_waiters(self) -> None: ...
+    async def start(self) -> None: ...
+    def send_owed_have_sets(self) -> None: ...
+    def fail(self, reason: str) -> None: ...
+    def pause(self) -> None: ...
+
+
+_Tor = TypeVar("_Tor", bound=MagnetTorrent)
+
+
+class MagnetClient(Protocol[_Tor]):
+    """The client, as far as adding a magnet's torrent goes (``Client`` satisfies it)."""
+
+    @property
+    def config(self) -> ClientConfig: ...
+    @property
+    def bus(self) -> EventBus: ...
+    @property
+    def torrents(self) -> dict[InfoHash, _Tor]: ...
+
+    def torrent_by_wire(self, wire_hash: bytes) -> _Tor | None: ...
+    def register_wire(self, info_hash: InfoHash, torrent: _Tor) -> None: ...
+
+
+def find_torrent(client: MagnetClient[_Tor], info_hash: InfoHash) -> _Tor | None:
     """The torrent already added under either of ``info_hash``'s hashes, if any."""
     found = client.torrents.get(info_hash)
     if found is not None:
         return found
     keys = [k for k in (info_hash.v1, info_hash.v2[:20] if info_hash.v2 else None) if k]
-    by_wire = _by_wire(client)
     for key in keys:
-        found = by_wire.get(key)
+        found = client.torrent_by_wire(key)
         if found is not None:
             return found
     return None
 
 
-def _register(client: Client, torrent: Torrent, info_hash: InfoHash) -> None:
-    by_wire = _by_wire(client)
-    by_wire.setdefault(info_hash.wire, torrent)
-    if info_hash.v1 is not None and info_hash.v2 is not None:
-        by_wire.setdefault(info_hash.v2[:20], torrent)
-
-
 async def add_magnet(
-    client: Client,
+    client: MagnetClient[_Tor],
     uri: str | Magnet,
     *,
+    new_torrent: Callable[[Magnet], _Tor],
     download_dir: str | Path | None = None,
     storage: StorageFactory | None = None,
     peers: Sequence[Address] = (),
-) -> Torrent:
-    """``Client.add_magnet``: see there."""
+) -> _Tor:
+    """``Client.add_magnet``: see there.  ``new_torrent`` makes the magnet's torrent."""
     magnet = uri if isinstance(uri, Magnet) else parse_magnet(uri)
     existing = find_torrent(client, magnet.info_hash)
     if existing is not None:
@@ -121,13 +192,13 @@ async def add_magnet(
         existing.add_peers(peers, PeerSource.DIRECT)
         return existing
     root = Path(download_dir) if download_dir is not None else client.config.download_dir
-    torrent = Torrent(client, None, None, None, client.completion, magnet=magnet)
+    torrent = new_torrent(magnet)
 
     async def on_metadata(raw: bytes) -> None:
-        await complete_metadata(torrent, raw, root=root, storage=storage)
+        await complete_metadata(client, torrent, raw, root=root, storage=storage)
 
     client.torrents[magnet.info_hash] = torrent
-    _register(client, torrent, magnet.info_hash)
+    client.register_wire(magnet.info_hash, torrent)
     client.bus.publish(TorrentAdded(magnet.info_hash, torrent.name))
     torrent.fetch_metadata(on_metadata)
     torrent.add_peers(magnet.peer_addresses, PeerSource.MAGNET)
@@ -135,12 +206,12 @@ async def add_magnet(
     return torrent
 
 
-def _fail(torrent: Torrent, reason: str) -> None:
+def _fail(torrent: MagnetTorrent, reason: str) -> None:
     log.warning("%s: %s", torrent.name, reason)
     torrent.fail(reason)
 
 
-def _check_usable(torrent: Torrent, raw: bytes) -> Metainfo | str:
+def _check_usable(torrent: MagnetTorrent, raw: bytes) -> Metainfo | str:
     """The torrent's Metainfo from a verified raw info dict, or why it cannot be used."""
     try:
         info, computed = parse_info(raw)
@@ -170,7 +241,12 @@ def _check_usable(torrent: Torrent, raw: bytes) -> Metainfo | str:
 
 
 async def complete_metadata(
-    torrent: Torrent, raw: bytes, *, root: Path, storage: StorageFactory | None = None
+    client: MagnetClient[_Tor],
+    torrent: _Tor,
+    raw: bytes,
+    *,
+    root: Path,
+    storage: StorageFactory | None = None,
 ) -> None:
     """The verified info dict of a magnet's torrent arrived: complete the torrent in place."""
     t = torrent
@@ -194,7 +270,7 @@ async def complete_metadata(
         store = FileStorage(layout)
     paused = t.state is TorrentState.PAUSED
     t.init_info(mi, store, layout)
-    _register(t.client, t, mi.info_hash)
+    client.register_wire(mi.info_hash, t)
     assert t.magnet is not None
     selected = t.magnet.selected_files(len(mi.info.files))
     if selected is not None:
@@ -203,7 +279,7 @@ async def complete_metadata(
                 f.set_priority(PiecePriority.NONE)
     t.advertise_info()
     adopt_peers(t)
-    t.client.bus.publish(
+    client.bus.publish(
         MetadataReceived(t.info_hash, mi.info.name, mi.info.total_size, mi.info.num_pieces)
     )
     t.notify_state_waiters()
@@ -215,11 +291,11 @@ async def complete_metadata(
         t.pause()
 
 
-def _closed(torrent: Torrent) -> bool:
+def _closed(torrent: MagnetTorrent) -> bool:
     return torrent.closed
 
 
-def adopt_peers(torrent: Torrent) -> None:
+def adopt_peers(torrent: MagnetTorrent) -> None:
     """Give every open connection the piece count and replay its have-set into the picker."""
     t = torrent
     for peer in list(t.peers):

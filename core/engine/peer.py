@@ -4,13 +4,32 @@ A ``Peer`` owns a :class:`~core.net.peer_io.PeerProtocol` once its handshake
 is done.  Everything here runs synchronously in the protocol's read callback
 on the event loop; slow work (disk, hashing) is handed to the torrent, which
 runs it in worker threads.
+
+Seams (issue 12): a peer knows neither ``Torrent`` nor ``Swarm``.  It reads
+its torrent through :class:`PeerHost` (``has_info``, ``num_pieces`` and the
+``picker``, whose availability counts it keeps in step with the peer's
+have-set), and dispatches what arrives to the handles of the torrent's
+:class:`PeerRoutes`, bound once when the peer is made (a received block is
+one attribute away from the pipeline): :class:`PeerSwarm` (handshake
+admission, interest, request top-ups, rechoking, a closed connection),
+:class:`PeerPipeline` (blocks), :class:`PeerExtensionHooks` (BEP 10
+handshakes and extended messages) and :class:`PeerUploader` (requests to
+serve, a drained socket).  Direction of calls: the protocol calls the peer
+(``peer_event``, ``peer_closed``, ``peer_writable``); the peer tells those
+handles what happened; they never call back into it but to read or set its
+public state (``proto``, ``has``, ``active``, ``trust``, the upload queues),
+``close`` it, or ask for its ``pipeline_target`` and ``sync_io_counters``.
+The client attaches a new connection's protocol through ``PeerHost.attach``.
+The swarm makes peers, so ``swarm.py`` imports this module and never the
+other way round.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from bitarray import bitarray
 
@@ -42,10 +61,7 @@ from ..wire import (
     Unchoke,
 )
 from .blame import TrustRecord
-from .picker import CHUNK_SIZE
-
-if TYPE_CHECKING:
-    from .torrent import Torrent
+from .picker import CHUNK_SIZE, Picker
 
 #: Requests kept in flight to a peer that did not say how many it queues (BEP 10 ``reqq``).
 DEFAULT_REMOTE_REQQ = 128
@@ -84,12 +100,67 @@ def client_name_from_peer_id(peer_id: bytes | None) -> str:
     return ""
 
 
+class PeerSwarm(Protocol):
+    """The swarm, as a peer reports to it (``Swarm`` satisfies it)."""
+
+    def peer_handshaken(self, peer: Peer) -> None: ...
+    def peer_closed(self, peer: Peer, reason: str) -> None: ...
+    def update_interest(self, peer: Peer) -> None: ...
+    def fill_requests(self, peer: Peer) -> None: ...
+    def rechoke_soon(self) -> None: ...
+
+
+class PeerPipeline(Protocol):
+    """The download pipeline, as a peer hands it blocks (``PiecePipeline`` satisfies it)."""
+
+    def block_received(self, peer: Peer, msg: Piece) -> None: ...
+
+
+class PeerExtensionHooks(Protocol):
+    """The BEP 10 extensions, as a peer hands them messages (``PeerExtensions`` satisfies it)."""
+
+    def on_handshake(self, peer: Peer, hs: ExtensionHandshake) -> None: ...
+    def on_message(self, peer: Peer, msg: ExtendedMessage) -> None: ...
+
+
+class PeerUploader(Protocol):
+    """The uploader, as a peer hands it requests (``Uploader`` satisfies it)."""
+
+    def serve_request(self, peer: Peer, req: Request) -> None: ...
+    def serve_queued(self, peer: Peer) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRoutes:
+    """Where a torrent's peers send what arrives: made once by the torrent, bound by each peer."""
+
+    swarm: PeerSwarm
+    pipeline: PeerPipeline
+    extensions: PeerExtensionHooks
+    uploader: PeerUploader
+
+
+class PeerHost(Protocol):
+    """The torrent, as a peer sees it (``Torrent`` satisfies it)."""
+
+    @property
+    def has_info(self) -> bool: ...
+    @property
+    def num_pieces(self) -> int: ...
+    @property
+    def picker(self) -> Picker: ...
+    @property
+    def peer_routes(self) -> PeerRoutes: ...
+
+    def attach(self, peer: Peer, proto: PeerProtocol) -> None: ...
+
+
 class Peer:
     """Per-connection state of one peer in one torrent."""
 
     def __init__(
         self,
-        torrent: Torrent,
+        torrent: PeerHost,
         address: tuple[str, int],
         source: PeerSource,
         *,
@@ -124,6 +195,12 @@ class Peer:
         self.trust: TrustRecord | None = None
         #: Our bitfield went out; before a magnet's info is known and checked it waits.
         self.have_set_sent = False
+        # Where messages go, bound once (see PeerRoutes); blocks skip even the lookup.
+        routes = torrent.peer_routes
+        self._swarm = routes.swarm
+        self._ext = routes.extensions
+        self._uploader = routes.uploader
+        self._block_received = routes.pipeline.block_received
 
     def __repr__(self) -> str:
         return f"<Peer {self.address[0]}:{self.address[1]} {self.client or '?'}>"
@@ -138,10 +215,10 @@ class Peer:
     def peer_closed(self, proto: PeerProtocol, reason: str) -> None:
         if not self.closed:
             self.closed = True
-            self.torrent._swarm.peer_closed(self, reason)
+            self._swarm.peer_closed(self, reason)
 
     def peer_writable(self, proto: PeerProtocol) -> None:
-        self.torrent._upload.serve_queued(self)
+        self._uploader.serve_queued(self)
 
     # --- state helpers ------------------------------------------------------
 
@@ -164,7 +241,7 @@ class Peer:
             self.proto.close(reason)
         elif not self.closed:
             self.closed = True
-            self.torrent._swarm.peer_closed(self, reason)
+            self._swarm.peer_closed(self, reason)
 
     def sync_io_counters(self) -> None:
         """Copy the transport's byte counters (protocol overhead included) into stats."""
@@ -187,7 +264,7 @@ class Peer:
     def _on_handshake(self, ev: HandshakeReceived) -> None:
         self.peer_id = ev.peer_id
         self.client = client_name_from_peer_id(ev.peer_id)
-        self.torrent._swarm.peer_handshaken(self)
+        self._swarm.peer_handshaken(self)
 
     def _on_ext_handshake(self, ev: ExtensionHandshake) -> None:
         if ev.v:
@@ -195,7 +272,7 @@ class Peer:
         if ev.reqq:
             self.remote_reqq = max(1, min(ev.reqq, 2000))
             self._pipeline_until = -1.0
-        self.torrent._ext.on_handshake(self, ev)
+        self._ext.on_handshake(self, ev)
 
     # Before a magnet's info dict is known, the connection keeps the have-set
     # (it cannot be checked yet) and core.engine.magnet_phase replays it.
@@ -217,7 +294,7 @@ class Peer:
         self.has = ev.bits
         t.picker.peer_bitfield(ev.bits)
         self.is_seed = ev.bits.all()
-        t._swarm.update_interest(self)
+        self._swarm.update_interest(self)
 
     def _on_have_all(self, ev: HaveAll) -> None:
         t = self.torrent
@@ -228,7 +305,7 @@ class Peer:
         self.has.setall(1)
         self.is_seed = True
         t.picker.peer_have_all()
-        t._swarm.update_interest(self)
+        self._swarm.update_interest(self)
 
     def _on_have_none(self, ev: HaveNone) -> None:
         t = self.torrent
@@ -238,7 +315,7 @@ class Peer:
         self.has = bitarray(t.num_pieces, endian="big")
         self.has.setall(0)
         self.is_seed = False
-        t._swarm.update_interest(self)
+        self._swarm.update_interest(self)
 
     def _on_have(self, ev: Have) -> None:
         t = self.torrent
@@ -260,9 +337,9 @@ class Peer:
             and not t.picker.have(ev.index)
             and t.picker.priority(ev.index) > PiecePriority.NONE
         ):
-            t._swarm.update_interest(self)
+            self._swarm.update_interest(self)
         elif proto is not None and proto.conn.am_interested:
-            t._swarm.fill_requests(self)
+            self._swarm.fill_requests(self)
 
     def _on_choke(self, ev: Choke) -> None:
         # With the fast extension requests stay valid until rejected; without
@@ -274,19 +351,19 @@ class Peer:
 
     def _on_unchoke(self, ev: Unchoke) -> None:
         self.last_block_at = time.monotonic()
-        self.torrent._swarm.fill_requests(self)
+        self._swarm.fill_requests(self)
 
     def _on_interested(self, ev: Interested) -> None:
-        self.torrent._swarm.rechoke_soon()
+        self._swarm.rechoke_soon()
 
     def _on_not_interested(self, ev: NotInterested) -> None:
-        self.torrent._swarm.rechoke_soon()
+        self._swarm.rechoke_soon()
 
     def _on_piece(self, ev: Piece) -> None:
-        self.torrent._pipeline.block_received(self, ev)
+        self._block_received(self, ev)
 
     def _on_request(self, ev: Request) -> None:
-        self.torrent._upload.serve_request(self, ev)
+        self._uploader.serve_request(self, ev)
 
     def _on_cancel(self, ev: Cancel) -> None:
         # The connection forgets the request; a queued upload is skipped when
@@ -295,39 +372,42 @@ class Peer:
 
     def _on_reject(self, ev: Reject) -> None:
         self.torrent.picker.on_request_rejected(self, ev.index, ev.begin)
-        self.torrent._swarm.fill_requests(self)
+        self._swarm.fill_requests(self)
 
     def _on_allowed_fast(self, ev: AllowedFast) -> None:
-        t = self.torrent
         if self.proto is not None and self.proto.conn.peer_choking:
-            t._swarm.fill_requests(self)
+            self._swarm.fill_requests(self)
 
     def _on_ignored(self, ev: object) -> None:
         pass
 
     def _on_extended(self, ev: ExtendedMessage) -> None:
-        self.torrent._extended_message(self, ev)
+        self._ext.on_message(self, ev)
+
+    #: The handler of each wire event (``peer_event`` dispatches on the exact type).
+    HANDLERS: ClassVar[dict[type, Callable[[Peer, Any], None]]] = {
+        HandshakeReceived: _on_handshake,
+        ExtensionHandshake: _on_ext_handshake,
+        Bitfield: _on_bitfield,
+        HaveAll: _on_have_all,
+        HaveNone: _on_have_none,
+        Have: _on_have,
+        Choke: _on_choke,
+        RequestsDropped: _on_requests_dropped,
+        Unchoke: _on_unchoke,
+        Interested: _on_interested,
+        NotInterested: _on_not_interested,
+        Piece: _on_piece,
+        Request: _on_request,
+        Cancel: _on_cancel,
+        Reject: _on_reject,
+        AllowedFast: _on_allowed_fast,
+        Suggest: _on_ignored,
+        Port: _on_ignored,
+        KeepAlive: _on_ignored,
+        ExtendedMessage: _on_extended,
+    }
 
 
-_HANDLERS: dict[type, Callable[[Peer, Any], None]] = {
-    HandshakeReceived: Peer._on_handshake,
-    ExtensionHandshake: Peer._on_ext_handshake,
-    Bitfield: Peer._on_bitfield,
-    HaveAll: Peer._on_have_all,
-    HaveNone: Peer._on_have_none,
-    Have: Peer._on_have,
-    Choke: Peer._on_choke,
-    RequestsDropped: Peer._on_requests_dropped,
-    Unchoke: Peer._on_unchoke,
-    Interested: Peer._on_interested,
-    NotInterested: Peer._on_not_interested,
-    Piece: Peer._on_piece,
-    Request: Peer._on_request,
-    Cancel: Peer._on_cancel,
-    Reject: Peer._on_reject,
-    AllowedFast: Peer._on_allowed_fast,
-    Suggest: Peer._on_ignored,
-    Port: Peer._on_ignored,
-    KeepAlive: Peer._on_ignored,
-    ExtendedMessage: Peer._on_extended,
-}
+#: ``Peer.HANDLERS``, read as a global on every event.
+_HANDLERS = Peer.HANDLERS

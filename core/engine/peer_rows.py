@@ -4,23 +4,42 @@ The values come from several owners (the connection's protocol state, the
 picker's outstanding requests, the choker's snub rule, the blame ledger), so
 they are gathered here, in one pass, into immutable :class:`PeerRow` values
 that a UI or a library user can keep without holding engine objects.
+
+Seam (issue 12): it reads the torrent through :class:`PeerRowsHost`
+(``Torrent`` satisfies it) and never imports ``torrent.py``; calls go one
+way, the torrent asks for rows and nothing here changes state.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
 from ..events import PeerRow
 from .choker import is_snubbed
 
 if TYPE_CHECKING:
-    from .torrent import Torrent
+    from .peer import Peer
+    from .picker import Picker
 
-__all__ = ["peer_rows"]
+__all__ = ["PeerRowsHost", "peer_rows"]
 
 
-def peer_rows(t: Torrent, now: float | None = None) -> tuple[PeerRow, ...]:
+class PeerRowsHost(Protocol):
+    """What the rows are gathered from: the torrent's peers and its picker."""
+
+    @property
+    def has_info(self) -> bool: ...
+    @property
+    def num_pieces(self) -> int: ...
+    @property
+    def peers(self) -> Iterable[Peer]: ...
+    @property
+    def picker(self) -> Picker: ...
+
+
+def peer_rows(t: PeerRowsHost, now: float | None = None) -> tuple[PeerRow, ...]:
     """The torrent's connected peers, in connection order (``now``: ``time.monotonic()``)."""
     if now is None:
         now = time.monotonic()

@@ -10,6 +10,25 @@ ends; no banned peers) and sends them our have-set, keeps our interest in
 each peer in step with the picker, tops up each peer's request pipeline, and
 runs the choker.  ``tick`` is the torrent's once-a-second housekeeping for
 all of that.
+
+Seams (issue 12): the swarm sees its torrent through :class:`SwarmHost` (a
+:class:`~core.engine.peer.PeerHost`, since it hands the torrent to the peers
+it makes), the client-wide services through :class:`SwarmClient`, and the
+two collaborators made after it (they take the swarm as theirs) through
+:class:`SwarmPipeline` and :class:`SwarmExtensions`, given once with
+``bind``; it never imports ``torrent.py``.  Direction of calls: the torrent
+calls its entry points (``add``, ``maybe_dial``, ``attach``,
+``accept_incoming``, ``redial_known``, ``update_interest``,
+``fill_requests``, ``have_set``, ``tick``) and tells it whether the torrent
+is downloading (``downloading``, set on every state change, read on every
+request top-up without a call); peers report handshakes, closes and
+messages that change interest or requests; the pipeline asks for interest
+and request top-ups; the extensions use its address book and dialer.  The
+swarm updates the torrent's ``peers`` and the picker's availability, tells
+the pipeline (``peer_joined``) and the extensions (``handshake``,
+``peer_closed``) about connections, and publishes connection events on the
+client's bus.  It keeps the stats of closed connections (``closed_stats``)
+for the torrent's totals.
 """
 
 from __future__ import annotations
@@ -17,15 +36,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, MutableMapping
+from typing import Protocol
 
+from ..bus import EventBus
+from ..config import ClientConfig
 from ..events import PeerConnected, PeerDisconnected, PeerSource
+from ..formats.info import Info
 from ..net.peer_io import PeerProtocol
-from ..stats import TorrentState
+from ..net.tcp import TcpStream
+from ..ratelimit import TokenBucket
+from ..stats import TorrentState, TorrentStats
+from ..types import InfoHash
 from ..wire import (
     Bitfield,
     Choke,
+    ExtensionHandshake,
     HaveAll,
     HaveNone,
     Interested,
@@ -34,11 +60,8 @@ from ..wire import (
     Request,
     Unchoke,
 )
-from .choker import PeerView, is_snubbed
-from .peer import Peer
-
-if TYPE_CHECKING:
-    from .torrent import Torrent
+from .choker import Choker, PeerView, is_snubbed
+from .peer import Peer, PeerHost
 
 Address = tuple[str, int]
 
@@ -53,11 +76,72 @@ _CONNECTING_STATES = (
 )
 
 
+class SwarmClient(Protocol):
+    """The client-wide services the swarm uses: identity, bans, connection limits, the bus."""
+
+    @property
+    def peer_id(self) -> bytes: ...
+    @property
+    def bus(self) -> EventBus: ...
+
+    def is_banned(self, ip: str, port: int | None = None, peer_id: bytes | None = None) -> bool: ...
+    def may_open_connection(self) -> bool: ...
+    def make_protocol(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> TcpStream: ...
+    def connection_closed(self) -> None: ...
+
+
+class SwarmPipeline(Protocol):
+    """The download pipeline, told of each admitted peer (``PiecePipeline`` satisfies it)."""
+
+    def peer_joined(self, peer: Peer) -> None: ...
+
+
+class SwarmExtensions(Protocol):
+    """The BEP 10 extensions: our handshake, and closed peers (``PeerExtensions`` satisfies it)."""
+
+    def handshake(self) -> ExtensionHandshake: ...
+    def peer_closed(self, peer: Peer) -> None: ...
+
+
+class SwarmHost(PeerHost, Protocol):
+    """What the swarm may read of its torrent (``Torrent`` satisfies it)."""
+
+    @property
+    def client(self) -> SwarmClient: ...
+    @property
+    def config(self) -> ClientConfig: ...
+    @property
+    def info_hash(self) -> InfoHash: ...
+    @property
+    def info(self) -> Info: ...
+    @property
+    def state(self) -> TorrentState: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def started(self) -> bool: ...
+    @property
+    def peers(self) -> MutableMapping[Peer, None]: ...
+    @property
+    def download_bucket(self) -> TokenBucket: ...
+    @property
+    def choker(self) -> Choker: ...
+
+
 class Swarm:
     """One torrent's peer connections; see the module docstring."""
 
-    def __init__(self, torrent: Torrent) -> None:
+    #: Given once by ``bind`` (they are made after the swarm, and take it as theirs).
+    _pipeline: SwarmPipeline
+    _ext: SwarmExtensions
+
+    def __init__(self, torrent: SwarmHost) -> None:
         self.torrent = torrent
+        #: The torrent is downloading: told by the torrent on every state change
+        #: (read on every request top-up, so not asked for).
+        self.downloading = False
+        #: Stats of the torrent's closed connections (its totals add the live ones).
+        self.closed_stats = TorrentStats()
         self.half_open: dict[Address, Peer] = {}
         self.peer_pool: OrderedDict[Address, PeerSource] = OrderedDict()
         # Every dialable address we learned, so we can reconnect when we want
@@ -66,6 +150,11 @@ class Swarm:
         self._last_redial = 0.0
         self.dial_tasks: set[asyncio.Task[None]] = set()
         self._rechoke_handle: asyncio.Handle | None = None
+
+    def bind(self, pipeline: SwarmPipeline, extensions: SwarmExtensions) -> None:
+        """The collaborators the swarm tells about connections (the torrent gives them once)."""
+        self._pipeline = pipeline
+        self._ext = extensions
 
     def add(self, addresses: Iterable[Address], source: PeerSource) -> None:
         """Remember addresses and queue those we are not connected to for dialing."""
@@ -82,10 +171,10 @@ class Swarm:
 
     def maybe_dial(self) -> None:
         t = self.torrent
-        if t._closed or t._state not in _CONNECTING_STATES:
+        if t.closed or t.state not in _CONNECTING_STATES:
             return
-        cfg = t.client.config
-        seeding = t._state is TorrentState.SEEDING
+        cfg = t.config
+        seeding = t.state is TorrentState.SEEDING
         while self.peer_pool:
             if len(t.peers) + len(self.half_open) >= cfg.max_connections_per_torrent:
                 return
@@ -104,7 +193,7 @@ class Swarm:
 
     async def _dial(self, peer: Peer) -> None:
         t = self.torrent
-        cfg = t.client.config
+        cfg = t.config
         loop = asyncio.get_running_loop()
         conn = self.new_connection(t.info_hash.wire)
         host, port = peer.address
@@ -123,7 +212,7 @@ class Swarm:
 
     def new_connection(self, info_hash: bytes | None) -> PeerConnection:
         t = self.torrent
-        cfg = t.client.config
+        cfg = t.config
         return PeerConnection(
             t.client.peer_id,
             info_hash,
@@ -147,8 +236,8 @@ class Swarm:
     def accept_incoming(self, proto: PeerProtocol) -> bool:
         """An incoming connection asked for this torrent; False to refuse it."""
         t = self.torrent
-        cfg = t.client.config
-        if t._closed or t._state not in _CONNECTING_STATES:
+        cfg = t.config
+        if t.closed or t.state not in _CONNECTING_STATES:
             return False
         if len(t.peers) + len(self.half_open) >= cfg.max_connections_per_torrent:
             return False
@@ -191,14 +280,14 @@ class Swarm:
             return
         peer.active = True
         t.peers[peer] = None
-        t._pipeline.peer_joined(peer)
+        self._pipeline.peer_joined(peer)
         conn = proto.conn
         if t.has_info and conn.lengths is None:
             conn.set_lengths(t.info)  # dialled or accepted before a magnet's info arrived
         msgs: list[object] = []
         if conn.extended_enabled:
-            msgs.append(t._ext.handshake())
-        if t._started:
+            msgs.append(self._ext.handshake())
+        if t.started:
             # Before the info dict is known and checked (a magnet), the
             # have-set waits: see core.engine.magnet_phase.
             msgs += self.have_set(peer)
@@ -225,16 +314,16 @@ class Swarm:
         t = self.torrent
         self.half_open.pop(peer.address, None)
         if peer.active:
-            t._ext.peer_closed(peer)
+            self._ext.peer_closed(peer)
             peer.active = False
             t.peers.pop(peer, None)
             peer.sync_io_counters()
-            t._closed_stats.accumulate(peer.stats)
+            self.closed_stats.accumulate(peer.stats)
             if peer.has is not None:
                 t.picker.peer_lost(peer.has)
             t.picker.on_peer_gone(peer)
             t.client.bus.publish(PeerDisconnected(t.info_hash, peer.address, reason))
-            if not t._closed:
+            if not t.closed:
                 for other in list(t.peers):
                     self.fill_requests(other)
                 self.rechoke_soon()
@@ -248,11 +337,7 @@ class Swarm:
         proto = peer.proto
         if proto is None or proto.closed or not peer.active:
             return
-        want = (
-            t._state is TorrentState.DOWNLOADING
-            and peer.has is not None
-            and t.picker.is_interesting(peer.has)
-        )
+        want = self.downloading and peer.has is not None and t.picker.is_interesting(peer.has)
         if want and not proto.conn.am_interested:
             proto.send(Interested())
             self.fill_requests(peer)
@@ -268,7 +353,7 @@ class Swarm:
             or proto.closed
             or not peer.active
             or peer.has is None
-            or t._state is not TorrentState.DOWNLOADING
+            or not self.downloading
         ):
             return
         conn = proto.conn
@@ -294,7 +379,7 @@ class Swarm:
 
     def rechoke_soon(self) -> None:
         t = self.torrent
-        if self._rechoke_handle is None and not t._closed:
+        if self._rechoke_handle is None and not t.closed:
             loop = asyncio.get_running_loop()
             self._rechoke_handle = loop.call_soon(self._rechoke_now)
 
@@ -306,8 +391,8 @@ class Swarm:
         t = self.torrent
         if not t.has_info:
             return  # nothing to upload yet: leave everyone choked
-        cfg = t.client.config
-        seeding = t._state is TorrentState.SEEDING
+        cfg = t.config
+        seeding = t.state is TorrentState.SEEDING
         views = []
         for peer in t.peers:
             proto = peer.proto
@@ -319,7 +404,7 @@ class Swarm:
                     id=peer,
                     interested_in_us=conn.peer_interested
                     and not cfg.no_upload
-                    and t._state in (TorrentState.DOWNLOADING, TorrentState.SEEDING),
+                    and t.state in (TorrentState.DOWNLOADING, TorrentState.SEEDING),
                     download_rate=peer.down_rate.rate(now),
                     upload_rate=peer.up_rate.rate(now),
                     snubbed=is_snubbed(
@@ -357,9 +442,9 @@ class Swarm:
         t = self.torrent
         now = time.monotonic()
         if (
-            t._state is TorrentState.DOWNLOADING
+            self.downloading
             and not self.peer_pool
-            and len(t.peers) < t.client.config.max_connections_per_torrent // 2
+            and len(t.peers) < t.config.max_connections_per_torrent // 2
             and now - self._last_redial >= REDIAL_INTERVAL
         ):
             self.redial_known()

@@ -21,16 +21,27 @@ Piece state that can change across an ``await`` is kept in explicit flags
 Seams (issue 12): a converted collaborator does not know ``Torrent``.  It
 declares a small ``Protocol`` of exactly what it reads and may ask for
 (``StreamingHost``, ``ReaderHost``, ``FileHost``, ``CheckHost``,
-``ExtensionsHost``/``ExtensionsSwarm``, ``PipelineHost``/``PipelineSwarm``),
+``ExtensionsHost``/``ExtensionsSwarm``, ``PipelineHost``/``PipelineSwarm``,
+``UploadHost``/``UploadPeer``, ``MagnetTorrent``/``MagnetPeer``),
 which this class satisfies structurally (mypy checks it where each is
 built), and it does not import this module.  The calls go one way: the
 torrent calls its collaborators' hooks; they announce back through a few
 named methods only: ``piece_changed`` (any piece state change),
-``set_state``, ``storage_failed``, ``reprioritise``, ``notify_state_waiters``
-and ``schedule`` (a task the torrent owns).  Those methods, and the read-only
-views next to them (``closed``, ``config``, ``streaming``, ``cached_piece``,
-``unverified_buffer``, ...), are for collaborators, not for the UI.
-``swarm``, ``peer``, ``upload`` and ``client`` still hold the whole torrent.
+``set_state``, ``storage_failed``, ``forget_piece``, ``reprioritise``,
+``notify_state_waiters`` and ``schedule`` (a task the torrent owns).  Those
+methods, and the read-only views next to them (``closed``, ``config``,
+``streaming``, ``cached_piece``, ``unverified_buffer``, ...), are for
+collaborators, not for the UI.
+The peers and the swarm are converted alike: a ``Peer`` sees the torrent as a
+``PeerHost`` and sends what arrives to the handles of ``peer_routes`` (the
+swarm, the pipeline, the extensions and the uploader, as ``PeerRoutes``
+names them), bound when it is made; the ``Swarm`` sees it as a
+``SwarmHost`` and is given the pipeline and the extensions with ``bind``.
+The uploader is given the client's and the torrent's upload buckets when it
+is made.  Only the ``Client``, which makes torrents, holds the whole torrent;
+it reads it through public methods (``half_open_count``, ``accept_incoming``,
+``stats``, ...), and the magnet phase reaches the client as a
+``MagnetClient`` (its by-wire registry: ``register_wire``, ``torrent_by_wire``).
 """
 
 from __future__ import annotations
@@ -60,11 +71,11 @@ from ..tracker.announcer import Announcer
 from ..tracker.driver import TrackerDriver
 from ..tracker.types import AnnounceEvent, AnnounceRequest, TrackerStatus
 from ..types import InfoHash, PiecePriority
-from ..wire import ExtendedMessage, NotInterested
+from ..wire import NotInterested
 from . import checking
 from .choker import Choker
 from .files import File, Piece
-from .peer import Peer
+from .peer import Peer, PeerRoutes
 from .peer_extensions import PeerExtensions
 from .peer_rows import peer_rows
 from .picker import Picker
@@ -142,7 +153,6 @@ class Torrent:
         self.peers: dict[Peer, None] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self.hashing: set[int] = set()  # pieces being hashed in a worker thread
-        self._closed_stats = TorrentStats()
         self._io_jobs: set[concurrent.futures.Future[Any]] = set()
         self._state_changed = asyncio.Event()
         self._own_piece_priority: dict[int, PiecePriority] = {}
@@ -168,11 +178,14 @@ class Torrent:
         # ut_metadata and ut_pex (core/peer_extensions.py).
         self._ext = PeerExtensions(self, self._swarm)
         # Serving requests from a piece read cache (core/upload.py).
-        self._upload = Uploader(self)
+        self._upload = Uploader(self, (client.upload_bucket, self.upload_bucket))
         # Blocks into piece buffers, hash and write, blame (core/piece_pipeline.py).
         self._pipeline: PiecePipeline[Peer] = PiecePipeline(
             self, self._swarm, self._streaming, client
         )
+        # What each peer sends what arrives to, bound when it is made (core/peer.py).
+        self.peer_routes = PeerRoutes(self._swarm, self._pipeline, self._ext, self._upload)
+        self._swarm.bind(self._pipeline, self._ext)
         if metainfo is not None:
             assert storage is not None and layout is not None
             self.init_info(metainfo, storage, layout)
@@ -229,6 +242,11 @@ class Torrent:
     def closed(self) -> bool:
         """Dropped or shut down (``close`` has begun)."""
         return self._closed
+
+    @property
+    def started(self) -> bool:
+        """The start-up check is done: our have-set may go out to peers (the swarm reads it)."""
+        return self._started
 
     @property
     def config(self) -> ClientConfig:
@@ -324,9 +342,14 @@ class Torrent:
         failed pieces and parole, and how long its oldest queued request has waited."""
         return peer_rows(self)
 
+    @property
+    def half_open_count(self) -> int:
+        """Outgoing connection attempts not yet handshaken (the client's global limit)."""
+        return len(self._swarm.half_open)
+
     def stats(self) -> TorrentStats:
         s = TorrentStats()
-        s.accumulate(self._closed_stats)
+        s.accumulate(self._swarm.closed_stats)
         active = 0
         seeds = 0
         for p in self.peers:
@@ -530,8 +553,9 @@ class Torrent:
     def set_state(self, new: TorrentState, error: str | None = None) -> None:
         old = self._state
         self._state = new
-        # Told, not asked: the pipeline reads this flag on every received block.
+        # Told, not asked: the pipeline and the swarm read these flags on every received block.
         self._pipeline.accepting_blocks = new in (TorrentState.DOWNLOADING, TorrentState.SEEDING)
+        self._swarm.downloading = new is TorrentState.DOWNLOADING
         self._state_changed.set()
         if new in (TorrentState.PAUSED, TorrentState.ERROR):
             self._streaming.fail_waiters(f"{self.name}: torrent {new.name.lower()}")
@@ -545,9 +569,6 @@ class Torrent:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # The old private name, still used by upload.py (issue 12 converts it next).
-    _schedule = schedule
 
     def notify_state_waiters(self) -> None:
         """Wake ``wait_info``/``wait_complete`` to look again (info or completion changed)."""
@@ -676,6 +697,10 @@ class Torrent:
         self._pipeline.clear()
         self._upload.clear_cache()
 
+    def forget_piece(self, p: int) -> None:
+        """Piece ``p``'s data vanished from disk: stop having it (the uploader asks)."""
+        checking.forget_piece(self, p)
+
     def maybe_dial(self) -> None:
         """Dial queued peers if there is room (after a recheck, say)."""
         self._swarm.maybe_dial()
@@ -731,9 +756,6 @@ class Torrent:
         self.set_state(TorrentState.ERROR, self.error)
         self.client.bus.publish(StorageFailed(self.info_hash, self.error))
 
-    # The old private name, still used by upload.py (issue 12 converts it next).
-    _storage_failed = storage_failed
-
     # ------------------------------------------------------------------ extensions (magnet phase)
 
     def fetch_metadata(self, on_metadata: Callable[[bytes], Coroutine[Any, Any, None]]) -> None:
@@ -748,6 +770,3 @@ class Torrent:
     def advertise_info(self) -> None:
         """The info dict was just installed: serve it and re-handshake with every peer."""
         self._ext.info_known()
-
-    def _extended_message(self, peer: Peer, msg: ExtendedMessage) -> None:
-        self._ext.on_message(peer, msg)

@@ -11,6 +11,19 @@ the socket drains (``Peer.peer_writable``) or the bucket allows.
 
 A piece that vanished from disk is forgotten (rechecked) rather than served;
 any other storage error puts the torrent in the error state.
+
+Seams (issue 12): the uploader knows neither ``Torrent`` nor ``Peer`` and
+imports neither module.  It sees its torrent as an :class:`UploadHost` (what
+it reads: ``name``, ``config``, the ``picker``'s have-set, ``storage``, the
+connected ``peers``; what it may ask for: ``run_io`` for the piece reads,
+``schedule`` for the read task, ``storage_failed`` and ``forget_piece``) and
+each peer as an :class:`UploadPeer` (its protocol, counters and upload
+queues).  The rate-limit buckets, the client's and the torrent's, are handed
+over once when it is made.  Direction of calls: peers hand it requests and
+drained sockets (``serve_request``, ``serve_queued``) and the torrent asks
+it for ``check_stalls`` and ``clear_cache`` and reads ``read_cache``; it answers
+peers on their protocols and reports to the torrent only through the host's
+``schedule``, ``storage_failed`` and ``forget_piece``.
 """
 
 from __future__ import annotations
@@ -19,16 +32,19 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol, TypeVar
 
+from ..config import ClientConfig
 from ..errors import StorageError
-from ..storage import DataMissingError
+from ..net.peer_io import PeerProtocol
+from ..ratelimit import TokenBucket
+from ..stats import ConnStats, RateMeter
+from ..storage import DataMissingError, Storage
 from ..wire import Reject, Request
-from .checking import forget_piece
+from .picker import Picker
 
-if TYPE_CHECKING:
-    from .peer import Peer
-    from .torrent import Torrent
+_T = TypeVar("_T")
 
 #: Whole pieces kept in memory to serve uploads.
 READ_CACHE_BYTES = 32 << 20
@@ -39,16 +55,76 @@ STALL_AFTER = 30.0
 log = logging.getLogger(__name__)
 
 
-class Uploader:
-    """Serves one torrent's uploads; see the module docstring."""
+class UploadPeer(Protocol):
+    """A connected peer, as far as serving it goes (``Peer`` satisfies it)."""
 
-    def __init__(self, torrent: Torrent) -> None:
+    #: Requests waiting for the socket to drain or the rate limit (replaced when served).
+    upload_queue: list[Request]
+    #: Its current stall was logged (see :meth:`Uploader.check_stalls`).
+    upload_stall_logged: bool
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+    @property
+    def proto(self) -> PeerProtocol | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def stats(self) -> ConnStats: ...
+    @property
+    def up_rate(self) -> RateMeter: ...
+    @property
+    def paid_uploads(self) -> set[Request]:
+        """Queued requests whose rate-limit tokens were already taken."""
+        ...
+
+
+class UploadHost(Protocol):
+    """What the uploader reads of its torrent and may ask of it (``Torrent`` satisfies it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> ClientConfig: ...
+    @property
+    def picker(self) -> Picker: ...
+    @property
+    def storage(self) -> Storage: ...
+    @property
+    def peers(self) -> Iterable[UploadPeer]: ...
+
+    async def run_io(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` in the torrent's disk worker threads."""
+        ...
+
+    def schedule(self, coro: Coroutine[Any, Any, object]) -> None:
+        """Run ``coro`` as a task the torrent owns."""
+        ...
+
+    def storage_failed(self, exc: StorageError) -> None:
+        """A disk read failed: the torrent goes to the error state."""
+        ...
+
+    def forget_piece(self, p: int) -> None:
+        """Piece ``p``'s data vanished: stop having it (it is fetched again)."""
+        ...
+
+
+class Uploader:
+    """Serves one torrent's uploads; see the module docstring.
+
+    ``buckets`` are the upload rate limits a block pays into (the client's
+    and the torrent's); their rates may change, the objects may not.
+    """
+
+    def __init__(self, torrent: UploadHost, buckets: tuple[TokenBucket, ...]) -> None:
         self.torrent = torrent
+        self._buckets = buckets
         self.read_cache: OrderedDict[int, bytes] = OrderedDict()
         self._read_cache_bytes = 0
-        self.pending_reads: dict[int, list[tuple[Peer, Request]]] = {}
+        self.pending_reads: dict[int, list[tuple[UploadPeer, Request]]] = {}
 
-    def stall_reason(self, peer: Peer, now: float) -> str | None:
+    def stall_reason(self, peer: UploadPeer, now: float) -> str | None:
         """Why ``peer`` has had requests queued and no block for ``STALL_AFTER`` s, if it has."""
         proto = peer.proto
         if proto is None or proto.closed:
@@ -62,7 +138,7 @@ class Uploader:
             return None
         queued = len(conn.their_requests)
         waited = f"{queued} requests queued, the oldest for {now - oldest:.0f} s"
-        if self.torrent.client.config.no_upload:
+        if self.torrent.config.no_upload:
             return f"{waited}: uploads are off (no_upload)"
         if proto.write_paused:
             return f"{waited}: our socket to it is full (it is not reading)"
@@ -95,10 +171,10 @@ class Uploader:
         self.read_cache.clear()
         self._read_cache_bytes = 0
 
-    def serve_request(self, peer: Peer, req: Request) -> None:
+    def serve_request(self, peer: UploadPeer, req: Request) -> None:
         t = self.torrent
         proto = peer.proto
-        if proto is None or t.client.config.no_upload:
+        if proto is None or t.config.no_upload:
             return
         if not t.picker.have(req.index):
             return  # the connection already rejected or dropped what it must
@@ -112,7 +188,7 @@ class Uploader:
             waiting.append((peer, req))
             return
         self.pending_reads[req.index] = [(peer, req)]
-        t._schedule(self._read_piece(req.index))
+        t.schedule(self._read_piece(req.index))
 
     async def _read_piece(self, p: int) -> None:
         t = self.torrent
@@ -122,9 +198,9 @@ class Uploader:
             self._refuse(self.pending_reads.pop(p, []))
             if isinstance(exc, DataMissingError):
                 # Our data vanished from under us: recheck rather than serve garbage.
-                forget_piece(t, p)
+                t.forget_piece(p)
                 return
-            t._storage_failed(exc)
+            t.storage_failed(exc)
             return
         self.read_cache[p] = data
         self._read_cache_bytes += len(data)
@@ -136,15 +212,14 @@ class Uploader:
                 self._send_block(peer, req, data)
 
     @staticmethod
-    def _refuse(waiting: list[tuple[Peer, Request]]) -> None:
+    def _refuse(waiting: list[tuple[UploadPeer, Request]]) -> None:
         """Tell peers we cannot serve what they asked (BEP 6 reject), so they ask elsewhere."""
         for peer, req in waiting:
             proto = peer.proto
             if proto is not None and not proto.closed and proto.conn.fast_enabled:
                 proto.send(Reject(req.index, req.begin, req.length))
 
-    def _send_block(self, peer: Peer, req: Request, data: bytes) -> None:
-        t = self.torrent
+    def _send_block(self, peer: UploadPeer, req: Request, data: bytes) -> None:
         proto = peer.proto
         if proto is None or proto.closed:
             return
@@ -153,7 +228,7 @@ class Uploader:
             return
         delay = 0.0
         now = time.monotonic()
-        for bucket in (t.client.upload_bucket, t.upload_bucket):
+        for bucket in self._buckets:
             if bucket.rate is not None:
                 delay = max(delay, bucket.consume(req.length, now))
         if delay > 0:
@@ -165,7 +240,7 @@ class Uploader:
             return
         self._write_block(peer, req, data)
 
-    def _write_block(self, peer: Peer, req: Request, data: bytes) -> None:
+    def _write_block(self, peer: UploadPeer, req: Request, data: bytes) -> None:
         proto = peer.proto
         if proto is None or proto.closed:
             return
@@ -176,7 +251,7 @@ class Uploader:
             peer.stats.chunks_written += 1
             peer.up_rate.add(n, time.monotonic())
 
-    def serve_queued(self, peer: Peer) -> None:
+    def serve_queued(self, peer: UploadPeer) -> None:
         """Send queued uploads once the socket drains or the rate limit allows."""
         queue = peer.upload_queue
         peer.upload_queue = []
