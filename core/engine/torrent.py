@@ -52,7 +52,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bitarray import bitarray
 
@@ -67,6 +67,7 @@ from ..piecestate import PieceState, PieceStateRun, piece_state_runs
 from ..ratelimit import TokenBucket
 from ..stats import TorrentState, TorrentStats
 from ..storage import CompletionStore, Layout, Storage
+from ..tracker import TrackerTransports
 from ..tracker.announcer import Announcer
 from ..tracker.driver import TrackerDriver
 from ..tracker.types import AnnounceEvent, AnnounceRequest, TrackerStatus
@@ -76,17 +77,39 @@ from . import checking
 from .choker import Choker
 from .files import File, Piece
 from .peer import Peer, PeerRoutes
-from .peer_extensions import PeerExtensions
+from .peer_extensions import ExtensionsClient, PeerExtensions
 from .peer_rows import peer_rows
 from .picker import Picker
-from .piece_pipeline import PiecePipeline
+from .piece_pipeline import PiecePipeline, PipelineClient
 from .reader import ReadaheadFunc, Reader
 from .streaming import PieceStateSubscription, Streaming
-from .swarm import Swarm
+from .swarm import Swarm, SwarmClient
 from .upload import Uploader
 
-if TYPE_CHECKING:
-    from .client import Client
+
+class TorrentClient(SwarmClient, PipelineClient, ExtensionsClient, Protocol):
+    """What a torrent uses of the client that made it (``Client`` satisfies it).
+
+    The union of its collaborators' client seams (the swarm's, the
+    pipeline's, the extensions') and its own needs: the global upload bucket,
+    the tracker transports and key, the I/O pool, and being removed.  Typed
+    as a Protocol so ``torrent.py`` never imports ``client.py``: the client
+    creates torrents, a torrent only calls back through this.
+    """
+
+    @property
+    def config(self) -> ClientConfig: ...
+    @property
+    def upload_bucket(self) -> TokenBucket: ...
+    @property
+    def trackers(self) -> TrackerTransports: ...
+    @property
+    def tracker_key(self) -> int: ...
+    @property
+    def io_executor(self) -> concurrent.futures.Executor: ...
+
+    async def remove_torrent(self, info_hash: InfoHash) -> None: ...
+
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -119,7 +142,7 @@ class Torrent:
 
     def __init__(
         self,
-        client: Client,
+        client: TorrentClient,
         metainfo: Metainfo | None,
         storage: Storage | None,
         layout: Layout | None,
