@@ -31,7 +31,7 @@ def test_core_does_not_import_textual_or_rich() -> None:
 # formats; nothing but core's face, the CLI and the TUI imports core.engine.
 # For each package below the engine (and each shared leaf module), what it
 # may import from core besides itself and core.errors / core.types.  The
-# formats layer is also pure: no asyncio, no sockets.
+# formats and wire layers are also sans-IO: no asyncio, no sockets.
 LEAVES = {"core.errors", "core.types"}
 MAY_IMPORT = {
     "core.formats": set(),
@@ -48,7 +48,9 @@ MAY_IMPORT = {
     "core.config": set(),
     "core.ratelimit": set(),
 }
-FORMATS_MUST_NOT = {"asyncio", "socket", "selectors", "ssl", "textual", "rich", "aiohttp"}
+#: Packages that never touch the event loop or a socket (sans-IO).
+SANS_IO = {"core.formats", "core.wire"}
+SANS_IO_MUST_NOT = {"asyncio", "socket", "selectors", "ssl", "textual", "rich", "aiohttp"}
 
 
 def _imports(path: Path, *, with_names: bool = False) -> list[tuple[int, str]]:
@@ -87,7 +89,7 @@ def test_lower_layers_import_nothing_above_them(package: str) -> None:
     for path in sorted(paths):
         for line, name in _imports(path):
             top = name.split(".")[0]
-            if (package == "core.formats" and top in FORMATS_MUST_NOT) or (
+            if (package in SANS_IO and top in SANS_IO_MUST_NOT) or (
                 top in ("core", "tui") and not _within(name, allowed)
             ):
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")

@@ -42,6 +42,11 @@ is made.  Only the ``Client``, which makes torrents, holds the whole torrent;
 it reads it through public methods (``half_open_count``, ``accept_incoming``,
 ``stats``, ...), and the magnet phase reaches the client as a
 ``MagnetClient`` (its by-wire registry: ``register_wire``, ``torrent_by_wire``).
+
+Why this module is long (~800 lines): ``Torrent`` is the public face of one
+torrent (anacrolix's API: files, pieces, readers, priorities, trackers,
+limits, stats, state) plus the named methods its collaborators call through
+their seams; the work itself lives in those collaborators.
 """
 
 from __future__ import annotations

@@ -4,4 +4,7 @@
 ``tcp`` implements it over asyncio TCP; ``peer_io`` drives the sans-IO wire
 protocol (``core.wire``) over any such stream.  Stacked bottom up: socket,
 TCP or uTP, optionally MSE, the peer driver, the engine.
+
+May import ``core.wire``, ``core.formats``, ``core.ratelimit``, ``core.errors``
+and ``core.types``; never the engine (``tests/test_layering.py``).
 """

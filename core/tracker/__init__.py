@@ -9,6 +9,10 @@ scheme we do not speak and a tracker that takes longer than ``timeout``.
 torrents' announces: one aiohttp session (connection pooling, DNS cache) and
 one :class:`UdpTrackerClient` (one socket per family, connection ids reused),
 each created on first use so a client without trackers opens neither.
+
+May import ``core.formats``, ``core.events`` (the announce driver publishes
+tracker events), ``core.errors`` and ``core.types``; never the engine
+(``tests/test_layering.py``).
 """
 
 from __future__ import annotations

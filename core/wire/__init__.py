@@ -2,6 +2,9 @@
 
 ``PeerConnection`` is what the asyncio driver (``core.net.peer_io``) feeds
 bytes into; the message dataclasses are both its events and what it sends.
+
+May import only ``core.formats``, ``core.errors`` and ``core.types``
+(``tests/test_layering.py`` checks it): no asyncio, no sockets.
 """
 
 from .connection import (
