@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from core.engine.client import Client
-from core.events import PieceHashFailed
+from core.events import PeerConnected, PeerDisconnected, PieceHashFailed
 from core.formats.metainfo import Metainfo
 from core.storage import FileStorage, Layout
 from tests.support.engine import loopback_config, make_torrent, tree_digest
@@ -110,10 +110,20 @@ async def _download(
     await leecher.start()
     try:
         sub = leecher.bus.subscribe(kinds=[PieceHashFailed])
+        seen = leecher.bus.subscribe(kinds=[PeerConnected, PeerDisconnected])
         start = time.monotonic()
         t = await leecher.add_metainfo(mi, peers=peers)
-        async with asyncio.timeout(45):
-            await t.wait_complete()
+        try:
+            async with asyncio.timeout(45):
+                await t.wait_complete()
+        except TimeoutError:
+            log = []
+            while (ev := seen.get_nowait()) is not None:
+                log.append(repr(ev))
+            raise AssertionError(
+                f"no completion in 45 s; peers now {[r.address for r in t.peer_rows()]};\n"
+                + "\n".join(log)
+            ) from None
         seconds = time.monotonic() - start
         assert tree_digest(leecher.config.download_dir) == tree_digest(src)
         failures = []

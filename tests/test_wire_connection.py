@@ -598,6 +598,31 @@ def test_cancel_with_fast_gets_a_reject_and_the_piece_is_dropped() -> None:
     assert feed(b, encode(Cancel(2, 0, B))) == []  # nothing queued: ignored
 
 
+def test_may_request_waits_for_the_answer_to_a_cancel() -> None:
+    """The engine asks before re-requesting a block whose piece started over.
+
+    Sending it anyway was an internal error that dropped an honest peer (the
+    parole isolation cancels its requests and frees the blocks at once).
+    """
+    a, b = serving_pair()
+    feed(a, b.send(Unchoke()))
+    assert a.may_request(0, 0, B)
+    feed(b, a.send(Request(0, 0, B)))
+    assert not a.may_request(0, 0, B)  # outstanding
+    feed(b, a.send(Cancel(0, 0, B)))
+    assert not a.may_request(0, 0, B)  # the reject (or the block) is still coming
+    with pytest.raises(LocalProtocolError, match="before its cancel was answered"):
+        a.send(Request(0, 0, B))
+    feed(a, b.data_to_send())  # the reject
+    assert a.may_request(0, 0, B)
+    # Without the fast extension a cancel has no answer: asking again is fine.
+    a, b = serving_pair(a_kw={"fast": False})
+    feed(a, b.send(Unchoke()))
+    feed(b, a.send(Request(0, 0, B)))
+    feed(b, a.send(Cancel(0, 0, B)))
+    assert a.may_request(0, 0, B)
+
+
 class FileAlignedSizes:
     """Pure v2 layout: every file's last piece may be short, not just the torrent's."""
 

@@ -365,6 +365,17 @@ class Picker:
             return
         self._discard(piece, failed=True)
 
+    def on_piece_dropped(self, piece: int) -> None:
+        """A complete piece is thrown away unhashed (a banned peer sent part of it).
+
+        Like a failed hash for the bookkeeping, but its bytes count as
+        :attr:`discarded_bytes`, not as a failure.
+        """
+        if self._have[piece]:
+            return
+        self._busy[piece] = 0
+        self._discard(piece)
+
     def _discard(self, piece: int, *, failed: bool = False) -> list[tuple[Hashable, Request]]:
         """Forget every chunk of ``piece``, received or in flight; it starts from scratch.
 

@@ -265,6 +265,13 @@ class PiecePipeline(Generic[P]):
                 t.picker.on_piece_hashed(p, False)
             return
         async with self._hash_sem:
+            if any(peer.trust is not None and peer.trust.banned for peer in contributors.values()):
+                # A banned peer sent part of it (the ban came while it waited
+                # its turn): nothing it sent is worth a hash, nor more blame.
+                t.picker.on_piece_dropped(p)
+                t.piece_changed(p)
+                self._recycle_buf(buf)
+                return
             t.hashing.add(p)
             t.piece_changed(p)
             # Per-block digests are only needed to blame senders: when an earlier

@@ -375,7 +375,14 @@ class Swarm:
             exclusive=peer.on_parole,
         )
         if reqs:
-            proto.send_many(Request(r.piece, r.begin, r.length) for r in reqs)
+            # A block handed out again after its piece started over (parole
+            # isolates a suspect's pieces) may still be in flight, or its
+            # cancel unanswered, on this connection: that answer settles it
+            # (a block, or a reject that frees it), so it is not sent twice.
+            may = conn.may_request
+            proto.send_many(
+                Request(r.piece, r.begin, r.length) for r in reqs if may(r.piece, r.begin, r.length)
+            )
 
     def rechoke_soon(self) -> None:
         t = self.torrent

@@ -688,6 +688,17 @@ class PeerConnection(ReceiveBuffer, OutgoingMixin):
         """Our outstanding requests to the peer, oldest first."""
         return self._our_requests.keys()
 
+    def may_request(self, index: int, begin: int, length: int) -> bool:
+        """Whether ``send(Request(...))`` of this block is allowed now.
+
+        Not while the same request is outstanding, nor (with the fast
+        extension) while our cancel of it awaits its answer: the block or
+        a reject for the first request is still coming, and that answer
+        settles it.  The engine skips such a block rather than failing.
+        """
+        key = (index, begin, length)
+        return key not in self._our_requests and not (self.fast_enabled and key in self._cancelled)
+
     @property
     def their_requests(self) -> KeysView[Block]:
         """The peer's queued requests we still owe a PIECE (or REJECT), oldest first."""
