@@ -246,10 +246,12 @@ async def test_corrupt_sole_contributor_banned_after_two_pieces(tmp_path: Path, 
             sw.torrent.add_peers([liar_address])
             reason = await sw.disconnect_reason(liar_address)
             failed = [e for e in sw.drain() if isinstance(e, PieceHashFailed)]
-            assert len(failed) == 2  # the first puts it on parole, the second bans it
+            # The first puts it on parole, the second bans it; a third piece may
+            # already have been in a hashing thread at the ban (and fail after it).
+            assert 2 <= len(failed) <= 3
             assert all(e.peers == (liar_address,) for e in failed)
             # The reason names the evidence: both pieces, each sent by the liar alone.
-            first, second = (e.piece for e in failed)
+            first, second = (e.piece for e in failed[:2])
             expected = (
                 f"failed pieces {first} (alone), {second} (alone): "
                 "the last one sent alone while on parole"
