@@ -8,60 +8,37 @@ aria2c cannot be told a peer's address: it finds peers through trackers
 Two roles: :meth:`Aria2.download` fetches a torrent and exits when it is
 complete (``--seed-time=0``); :meth:`Aria2.seed` checks existing data
 (``--check-integrity``) and seeds until stopped.  Every process is started in
-its own session and stopped by its pid (SIGTERM, then SIGKILL), by the test,
-and by an atexit backstop.
+its own session and stopped by its pid by the test and an atexit backstop
+(:mod:`tests.support.process`).
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
-import pytest
+from tests.support.process import ManagedProcess, find_binary, free_port
 
-_LIVE: set[Aria2] = set()
-
-
-def _stop_all() -> None:
-    for proc in list(_LIVE):
-        proc.stop()
-
-
-atexit.register(_stop_all)
+__all__ = ["Aria2", "aria2c_binary"]
 
 
 def aria2c_binary() -> str:
     """The aria2c executable, or skip (fail in CI) when it is not installed."""
-    found = shutil.which("aria2c")
-    if found:
-        return found
-    msg = "aria2c is not installed (apt-get install aria2; .ci/run does it)"
-    if os.environ.get("CI"):
-        pytest.fail(msg)
-    pytest.skip(msg)
+    return find_binary("aria2c", "aria2")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Aria2:
+class Aria2(ManagedProcess):
     """One aria2c process; use as a context manager so it is always stopped."""
 
+    name = "aria2c"
+    stop_grace = 3.0
+
     def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir / "aria2.log")
         self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log = workdir / "aria2.log"
         self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def _start(self, torrent: Path, directory: Path, extra: list[str]) -> None:
         self.port = free_port()
@@ -86,15 +63,7 @@ class Aria2:
             *extra,
             str(torrent),
         ]
-        self._proc = subprocess.Popen(
-            argv,
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _LIVE.add(self)
+        self.spawn(argv, cwd=self.workdir)
 
     def download(self, torrent: Path, directory: Path) -> None:
         """Fetch ``torrent`` into ``directory``; the process exits once complete."""
@@ -112,7 +81,7 @@ class Aria2:
         """Until aria2c accepts connections (after its integrity check, when seeding)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._raise_if_dead()
+            self.raise_if_dead()
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
@@ -124,60 +93,10 @@ class Aria2:
         """Until aria2c's log says the integrity check passed and it is seeding."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._raise_if_dead()
+            self.raise_if_dead()
             text = self.log.read_text(errors="replace") if self.log.exists() else ""
             if "Verification finished successfully" in text:
                 self.wait_listening(timeout=max(1.0, deadline - time.monotonic()))
                 return
             time.sleep(0.1)
         raise TimeoutError(f"aria2c did not start seeding:\n{self.log_tail()}")
-
-    def wait_exit(self, timeout: float) -> int:
-        """Wait for a download to finish; returns aria2c's exit code (0: complete)."""
-        assert self._proc is not None
-        try:
-            return self._proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise TimeoutError(
-                f"aria2c did not finish within {timeout:.0f}s:\n{self.log_tail()}"
-            ) from None
-
-    def _raise_if_dead(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(f"aria2c exited with {self._proc.returncode}:\n{self.log_tail()}")
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    def stop(self) -> None:
-        """Stop the process by its pid (SIGTERM, SIGKILL after 3 s); idempotent."""
-        proc, self._proc = self._proc, None
-        _LIVE.discard(self)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=3.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5.0)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Aria2:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -6,54 +6,28 @@ PeX, UPnP/NAT-PMP, peer country lookups; the Web UI listens on 127.0.0.1
 only and skips authentication for localhost.  Torrents are added, peers are
 given and progress is read through Web API v2 (``/api/v2/...``) with the
 standard library's ``urllib``.  The process is stopped by its pid (SIGTERM,
-then SIGKILL) by the test, and by an atexit backstop.
+then SIGKILL) by the test, and by an atexit backstop
+(:mod:`tests.support.process`).
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import shutil
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import pytest
-
-_LIVE: set[QBittorrent] = set()
-
-
-def _stop_all() -> None:
-    for proc in list(_LIVE):
-        proc.stop()
-
-
-atexit.register(_stop_all)
+from tests.support.process import ManagedProcess, find_binary, free_port
 
 
 def qbittorrent_binary() -> str:
     """The qbittorrent-nox executable, or skip (fail in CI) when it is not installed."""
-    found = shutil.which("qbittorrent-nox")
-    if found:
-        return found
-    msg = "qbittorrent-nox is not installed (apt-get install qbittorrent-nox; .ci/run does it)"
-    if os.environ.get("CI"):
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return find_binary("qbittorrent-nox", "qbittorrent-nox")
 
 
 def _config(peer_port: int, web_port: int, save_path: Path) -> str:
@@ -99,43 +73,35 @@ class QBittorrentError(RuntimeError):
     """The Web API refused a call, or the process died."""
 
 
-class QBittorrent:
+class QBittorrent(ManagedProcess):
     """One qbittorrent-nox process; use as a context manager so it is always stopped."""
 
+    name = "qbittorrent-nox"
+    error = QBittorrentError
+
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
         self.profile = workdir / "profile"
+        qbt_log = self.profile / "qBittorrent" / "data" / "logs" / "qbittorrent.log"
+        super().__init__(workdir / "qbittorrent.log", qbt_log)
+        self.workdir = workdir
         self.save_path = workdir / "downloads"
-        self.log = workdir / "qbittorrent.log"
         self.port = 0
         self.web_port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> QBittorrent:
-        self.port, self.web_port = _free_port(), _free_port()
+        self.port, self.web_port = free_port(), free_port()
         conf_dir = self.profile / "qBittorrent" / "config"
         conf_dir.mkdir(parents=True, exist_ok=True)
         self.save_path.mkdir(parents=True, exist_ok=True)
         (conf_dir / "qBittorrent.conf").write_text(
             _config(self.port, self.web_port, self.save_path)
         )
+        argv = [qbittorrent_binary(), f"--profile={self.profile}", f"--webui-port={self.web_port}"]
         with self.log.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    qbittorrent_binary(),
-                    f"--profile={self.profile}",
-                    f"--webui-port={self.web_port}",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
-            )
-        _LIVE.add(self)
+            self.spawn(argv, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, output=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._raise_if_dead()
+            self.raise_if_dead()
             try:
                 self.version = self._call("GET", "app/version").decode()
                 return self
@@ -219,7 +185,7 @@ class QBittorrent:
         deadline = time.monotonic() + timeout
         row: dict[str, Any] | None = None
         while time.monotonic() < deadline:
-            self._raise_if_dead()
+            self.raise_if_dead()
             row = self.info(info_hash)
             if row is not None:
                 if row["state"] in states:
@@ -235,49 +201,3 @@ class QBittorrent:
         return self.wait_state(
             info_hash, {"uploading", "stalledUP", "forcedUP"}, timeout, "completed download"
         )
-
-    # -- lifecycle --------------------------------------------------------------------
-
-    def _raise_if_dead(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise QBittorrentError(
-                f"qbittorrent-nox exited with {self._proc.returncode}:\n{self.log_tail()}"
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    def stop(self) -> None:
-        """Stop the process by its pid (SIGTERM, SIGKILL after 5 s); idempotent."""
-        proc, self._proc = self._proc, None
-        _LIVE.discard(self)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5.0)
-
-    def log_tail(self, lines: int = 30) -> str:
-        out = []
-        for path in (self.log, self.profile / "qBittorrent" / "data" / "logs" / "qbittorrent.log"):
-            try:
-                out += path.read_text(errors="replace").splitlines()[-lines:]
-            except OSError:
-                pass
-        return "\n".join(out)
-
-    def __enter__(self) -> QBittorrent:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

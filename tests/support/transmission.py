@@ -6,77 +6,52 @@ in both directions: when it downloads, it fetches from our incoming
 connection; when it seeds, we fetch from it.  Each daemon gets its own
 config directory (DHT, LPD, uTP, port mapping and blocklists off, peers and
 RPC on 127.0.0.1 only, no RPC authentication) and is stopped by its pid
-(SIGTERM, then SIGKILL) by the test, and by an atexit backstop.  RPC is JSON
+(SIGTERM, then SIGKILL) by the test, and by an atexit backstop
+(:mod:`tests.support.process`).  RPC is JSON
 over HTTP with the ``X-Transmission-Session-Id`` handshake (a 409 answer
 carries the id to use).
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
 import json
-import os
-import shutil
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import pytest
-
-_LIVE: set[Transmission] = set()
-
-
-def _stop_all() -> None:
-    for proc in list(_LIVE):
-        proc.stop()
-
-
-atexit.register(_stop_all)
+from tests.support.process import ManagedProcess, find_binary, free_port
 
 
 def transmission_binary() -> str:
     """The transmission-daemon executable, or skip (fail in CI) when it is not installed."""
-    found = shutil.which("transmission-daemon")
-    if found:
-        return found
-    msg = "transmission-daemon is not installed (apt-get install transmission-daemon)"
-    if os.environ.get("CI"):
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return find_binary("transmission-daemon", "transmission-daemon")
 
 
 class TransmissionError(RuntimeError):
     """The RPC refused a call, or the daemon died."""
 
 
-class Transmission:
+class Transmission(ManagedProcess):
     """One transmission-daemon process; use as a context manager so it is always stopped."""
 
+    name = "transmission-daemon"
+    error = TransmissionError
+
     def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir / "transmission.log")
         self.workdir = workdir
         self.config_dir = workdir / "config"
         self.download_dir = workdir / "downloads"
-        self.log = workdir / "transmission.log"
         self.port = 0
         self.rpc_port = 0
         self._session_id = ""
-        self._proc: subprocess.Popen[bytes] | None = None
         self.version = ""
 
     def start(self, timeout: float = 20.0) -> Transmission:
-        self.port, self.rpc_port = _free_port(), _free_port()
+        self.port, self.rpc_port = free_port(), free_port()
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.download_dir.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -102,17 +77,10 @@ class Transmission:
             f"--logfile={self.log}",
             "--log-info",
         ]
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _LIVE.add(self)
+        self.spawn(argv)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._raise_if_dead()
+            self.raise_if_dead()
             try:
                 args = self.rpc("session-get", {"fields": ["version"]})
                 self.version = str(args.get("version", "")).split(" ")[0]
@@ -173,7 +141,7 @@ class Transmission:
         deadline = time.monotonic() + timeout
         row: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            self._raise_if_dead()
+            self.raise_if_dead()
             row = self.info(torrent_id)
             if row["error"]:
                 raise TransmissionError(f"torrent error: {row['errorString']}")
@@ -182,46 +150,3 @@ class Transmission:
                 return row
             time.sleep(0.1)
         raise TimeoutError(f"transmission: no {what} within {timeout:.0f}s: {row}")
-
-    # -- lifecycle --------------------------------------------------------------------
-
-    def _raise_if_dead(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise TransmissionError(
-                f"transmission-daemon exited with {self._proc.returncode}:\n{self.log_tail()}"
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    def stop(self) -> None:
-        """Stop the process by its pid (SIGTERM, SIGKILL after 5 s); idempotent."""
-        proc, self._proc = self._proc, None
-        _LIVE.discard(self)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5.0)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Transmission:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
