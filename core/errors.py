@@ -41,6 +41,10 @@ class TrackerError(TorrentError):
     """A tracker failed: unreachable, malformed answer, or a ``failure reason``."""
 
 
+class DhtError(TorrentError):
+    """A DHT operation failed: no node answered, a bad address, a refused item."""
+
+
 class StorageError(TorrentError, OSError):
     """Disk I/O failed (full disk, permissions, ...)."""
 

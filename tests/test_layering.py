@@ -37,6 +37,7 @@ MAY_IMPORT = {
     "core.formats": set(),
     "core.wire": {"core.formats"},
     "core.storage": {"core.formats"},
+    "core.dht": {"core.formats"},
     "core.net": {"core.wire", "core.formats", "core.ratelimit"},
     # the per-torrent announcer publishes the bus's tracker events
     "core.tracker": {"core.formats", "core.events"},
@@ -49,7 +50,7 @@ MAY_IMPORT = {
     "core.ratelimit": set(),
 }
 #: Packages that never touch the event loop or a socket (sans-IO).
-SANS_IO = {"core.formats", "core.wire"}
+SANS_IO = {"core.formats", "core.wire", "core.dht"}
 SANS_IO_MUST_NOT = {"asyncio", "socket", "selectors", "ssl", "textual", "rich", "aiohttp"}
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.tracker.compact import (
+from core.formats.compact import (
     MAX_PEERS,
     PeerList,
     decode_peer_dicts,

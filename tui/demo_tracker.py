@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from core.formats.bencoding import encode
-from core.tracker.compact import encode_peers4
+from core.formats.compact import encode_peers4
 
 __all__ = ["DemoTracker"]
 

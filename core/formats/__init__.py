@@ -12,5 +12,6 @@ codecs (bencode.py, bitarray), :mod:`core.errors` and :mod:`core.types`;
 - :mod:`.safepath`: names from untrusted torrents made safe (libtorrent's rules);
 - :mod:`.merkle`: BEP 52 SHA-256 merkle trees;
 - :mod:`.magnet`: magnet links (BEP 9, 53, ``btmh``);
+- :mod:`.compact`: peer addresses as trackers, PEX and the DHT send them (BEP 23, 7);
 - :mod:`.create`: new torrents from files, hashing in threads.
 """

@@ -39,7 +39,7 @@ import yarl
 
 from ..errors import BencodeError, TrackerError
 from ..formats.bencoding import decode
-from .compact import MAX_PEERS, PeerList, decode_peer_dicts, decode_peers4, decode_peers6
+from ..formats.compact import MAX_PEERS, PeerList, decode_peer_dicts, decode_peers4, decode_peers6
 from .types import AnnounceEvent, AnnounceRequest, AnnounceResponse, ScrapeResult
 
 __all__ = [

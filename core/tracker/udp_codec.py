@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.errors import TrackerError
-from core.tracker.compact import decode_peers4, decode_peers6
+from core.formats.compact import decode_peers4, decode_peers6
 from core.tracker.types import AnnounceRequest, AnnounceResponse, ScrapeResult
 
 __all__ = [

@@ -15,7 +15,7 @@ are dropped, duplicates collapse, and at most ``limit`` peers are kept so a
 hostile tracker cannot make us hold millions of addresses.
 
 Addresses come out as ``(host, port)`` with IPv6 hosts in their compressed
-form without brackets, the same shape :class:`core.tracker.types.AnnounceResponse`
+form without brackets, the same shape tracker announce responses, DHT ``values``
 and ``Torrent.add_peers`` use.  IPv4-mapped IPv6 addresses are returned as
 plain IPv4 so the same peer is not known twice.
 
