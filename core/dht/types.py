@@ -123,8 +123,8 @@ class DhtStats:
     timeouts: int
     #: Queries we refused to answer because a source (or everyone) asked too fast.
     rate_limited_in: int
-    #: Datagrams we dropped, by reason (``"malformed: nodes length 25 is not a multiple of 26"``
-    #: is counted under its short key ``"malformed"``; see :mod:`.krpc` for the keys).
+    #: Datagrams we dropped, by short reason key (a ``nodes`` string of 25 bytes is counted
+    #: under ``"bad-nodes"``; :data:`.krpc.ERROR_KEYS` lists the decoder's keys).
     dropped: dict[str, int] = field(default_factory=dict)
     tokens_issued: int = 0
     peers_stored: int = 0
