@@ -2,18 +2,21 @@
 
 The public API mirrors anacrolix/torrent: a :class:`Client` configured by
 :class:`ClientConfig` owns :class:`Torrent` objects, whose :class:`File` and
-:class:`Piece` handles carry :class:`PiecePriority` values.  ``core`` never
-imports ``textual`` or ``rich``; the UI depends on the engine, never the
-other way round.
+:class:`Piece` handles carry :class:`PiecePriority` values; ``client.dht``
+is the client's :class:`DhtService` (the mainline DHT), or None when off.
+``core`` never imports ``textual`` or ``rich``; the UI depends on the
+engine, never the other way round.
 """
 
 from .config import ClientConfig
 from .engine.client import Client
+from .engine.dht_service import DhtService, DhtServiceStats
 from .engine.files import File, Piece
 from .engine.torrent import Torrent
 from .errors import (
     BencodeError,
     ConfigError,
+    DhtError,
     LocalProtocolError,
     MagnetError,
     MetainfoError,
@@ -35,6 +38,9 @@ __all__ = [
     "ClientStats",
     "ConfigError",
     "ConnStats",
+    "DhtError",
+    "DhtService",
+    "DhtServiceStats",
     "File",
     "InfoHash",
     "LocalProtocolError",

@@ -13,6 +13,7 @@ settings become floats.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import secrets
 import string
@@ -27,9 +28,53 @@ from .errors import ConfigError
 
 APP_NAME = "pytorrent"
 
+#: Where a DHT with no saved nodes starts: the public routers most clients use
+#: (BitTorrent's, uTorrent's, Transmission's and libtorrent's).  Resolved off
+#: the event loop when the DHT starts; a name that does not resolve is logged
+#: and skipped, so a machine without DNS or internet still starts at once.
+DEFAULT_BOOTSTRAP: tuple[str, ...] = (
+    "router.bittorrent.com:6881",
+    "router.utorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "dht.libtorrent.org:25401",
+)
+
 #: The characters filling the random part of a generated peer id: printable,
 #: unambiguous in logs and URLs (trackers receive it percent-encoded).
 _PEER_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` as ``(host, port)``; :class:`ConfigError` says why not.
+
+    The host may be a name (resolved later, by whoever dials it) or an IP
+    literal; IPv6 literals need brackets, since their colons would be
+    ambiguous with the port's.  Used for ``dht_bootstrap_nodes`` and the
+    command line's ``HOST:PORT`` arguments, so both refuse the same things.
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f"expected 'host:port', got {type(text).__name__} {text!r}")
+    raw = text.strip()
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ConfigError(f"{text!r}: expected '[ipv6]:port'")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ConfigError(f"{text!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = raw.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(f"{text!r}: expected 'host:port'")
+        if ":" in host:
+            raise ConfigError(f"{text!r}: put an IPv6 address in brackets, '[addr]:port'")
+    if not host or any(c.isspace() for c in host) or not host.isprintable():
+        raise ConfigError(f"{text!r}: no usable host name")
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{text!r}: the port must be 1-65535")
+    return host, int(port_text)
 
 
 def default_config_path() -> Path:
@@ -79,6 +124,16 @@ class ClientConfig:
     dht: bool = True
     pex: bool = True
     pex_interval: float = 60.0
+    #: Where the DHT starts when it has no saved nodes (``host:port`` each;
+    #: names are resolved off the event loop).  Its node table is saved in
+    #: ``data_dir / "dht.dat"`` and tried first on the next start.
+    dht_bootstrap_nodes: tuple[str, ...] = DEFAULT_BOOTSTRAP
+    #: BEP 43: take part in lookups but answer no queries (behind a NAT or
+    #: on a metered link); other nodes then keep us out of their tables.
+    dht_read_only: bool = False
+    #: BEP 42: keep nodes whose id does not match their IP address out of
+    #: the routing table (a defence against nodes choosing where they sit).
+    dht_enforce_node_id: bool = False
 
     # --- disk ---
     data_dir: Path = field(default_factory=default_data_dir)
@@ -212,6 +267,11 @@ class ClientConfig:
             raise ConfigError(
                 f"peer_id_prefix: must be at most 20 printable ASCII characters, got {prefix!r}"
             )
+        for node in self.dht_bootstrap_nodes:
+            try:
+                parse_endpoint(node)
+            except ConfigError as exc:
+                raise ConfigError(f"dht_bootstrap_nodes: {exc}") from None
         if not self.client_name or not self.client_name.isprintable():
             raise ConfigError(
                 f"client_name: must be non-empty printable text, got {self.client_name!r}"

@@ -145,6 +145,32 @@ class TrackerFailed(Edge):
 
 
 @dataclass(frozen=True, slots=True)
+class DhtBootstrapped(Edge):
+    """A DHT bootstrap ended: ``nodes`` good nodes known, ``ok`` if any node answered.
+
+    Published for the first attempt and again when a later retry succeeds
+    (a failed bootstrap is retried with growing pauses), so a UI can show
+    whether the DHT works without polling.
+    """
+
+    nodes: int
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DhtPeersFound(Edge):
+    """A torrent's DHT lookup got a reply with peers.
+
+    ``peers`` is how many addresses in this reply the current lookup had not
+    seen yet, ``total`` how many distinct ones it has found so far.
+    """
+
+    info_hash: InfoHash
+    peers: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class PeerConnected(Edge):
     """A peer finished the handshake; ``client`` is its self-reported name, if any."""
 
@@ -214,7 +240,12 @@ class ClientSnapshot(Level):
     bytes_downloaded: int
     bytes_uploaded: int
     peers: int
+    #: Nodes in the DHT's routing tables (good and questionable, both families).
     dht_nodes: int
+    #: Of those, the nodes that answered us recently (BEP 5 "good").
+    dht_good_nodes: int = 0
+    #: "off" (disabled or could not start), "bootstrapping", "ok" or "failed" (no node answered).
+    dht_state: str = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +311,8 @@ class PieceSnapshot(Level):
 __all__ = [
     "Address",
     "ClientSnapshot",
+    "DhtBootstrapped",
+    "DhtPeersFound",
     "Edge",
     "Event",
     "FilePriorityChanged",

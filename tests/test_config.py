@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.config import (
+    DEFAULT_BOOTSTRAP,
     ClientConfig,
     config_from_dict,
     default_config_path,
@@ -20,6 +21,7 @@ from core.config import (
     dump_config,
     generate_peer_id,
     load_config,
+    parse_endpoint,
     save_config,
 )
 from core.errors import ConfigError
@@ -40,6 +42,44 @@ def test_defaults() -> None:
     assert cfg.max_unverified_bytes == 64 * 1024 * 1024
     assert cfg.pex_interval == 60.0
     assert cfg.client_name == "pytorrent 0.1"
+
+
+def test_dht_defaults() -> None:
+    cfg = ClientConfig()
+    assert cfg.dht and not cfg.dht_read_only and not cfg.dht_enforce_node_id
+    assert cfg.dht_bootstrap_nodes == DEFAULT_BOOTSTRAP
+    assert "router.bittorrent.com:6881" in DEFAULT_BOOTSTRAP
+    assert ClientConfig(dht_bootstrap_nodes=[]).dht_bootstrap_nodes == ()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("router.bittorrent.com:6881", ("router.bittorrent.com", 6881)),
+        ("127.0.0.1:1", ("127.0.0.1", 1)),
+        ("[2001:db8::1]:65535", ("2001:db8::1", 65535)),
+        (" dht.example:25401 ", ("dht.example", 25401)),
+    ],
+)
+def test_parse_endpoint(text: str, expected: tuple[str, int]) -> None:
+    assert parse_endpoint(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "host", ":6881", "host:", "host:65536", "host:x1", "a b:1", "[::1]6881", "[::1]"]
+)
+def test_parse_endpoint_refuses(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_endpoint(text)
+
+
+def test_dht_settings_round_trip_through_toml() -> None:
+    cfg = ClientConfig(
+        dht_bootstrap_nodes=("127.0.0.1:6881", "[::1]:7000"),
+        dht_read_only=True,
+        dht_enforce_node_id=True,
+    )
+    assert config_from_dict(tomllib.loads(dump_config(cfg))) == cfg
 
 
 def test_platform_paths() -> None:
@@ -96,6 +136,10 @@ def test_normalises_toml_forms() -> None:
         ({"tcp": False, "utp": False}, "tcp and utp"),
         ({"request_queue_len": 0}, "request_queue_len"),
         ({"max_unverified_bytes": 0}, "max_unverified_bytes"),
+        ({"dht_bootstrap_nodes": ("router.example",)}, "dht_bootstrap_nodes: 'router.example'"),
+        ({"dht_bootstrap_nodes": ("h:0",)}, "dht_bootstrap_nodes: 'h:0': the port"),
+        ({"dht_bootstrap_nodes": ("::1:6881",)}, "dht_bootstrap_nodes: .*brackets"),
+        ({"dht_bootstrap_nodes": ("[nope]:6881",)}, "dht_bootstrap_nodes: .*IPv6"),
     ],
 )
 def test_invalid_values_name_the_setting(changes: dict[str, object], needle: str) -> None:
@@ -119,6 +163,8 @@ def test_invalid_values_name_the_setting(changes: dict[str, object], needle: str
         ("listen_addresses", "0.0.0.0", "a list of strings"),
         ("listen_addresses", ["::", 1], "a list of strings"),
         ("download_rate_limit", 1.5, "an integer"),
+        ("dht_bootstrap_nodes", "router.example:6881", "a list of strings"),
+        ("dht_read_only", "yes", "true or false"),
     ],
 )
 def test_bad_types_name_key_and_expected_type(key: str, value: object, expected: str) -> None:

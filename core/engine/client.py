@@ -1,4 +1,4 @@
-"""``Client``: owns the torrents, the listeners, the bus, the rate limits and the bans.
+"""``Client``: owns the torrents, the listeners, the DHT, the bus, the rate limits and the bans.
 
 Use it as an async context manager::
 
@@ -6,6 +6,16 @@ Use it as an async context manager::
         t = await client.add_torrent_file("x.torrent")
         t.add_peers([("127.0.0.1", 6881)])
         await t.wait_complete()
+
+The DHT (``ClientConfig.dht``, on by default) runs on one UDP socket per
+listen address with the TCP listen port's number, so uTP can share the
+sockets later and announces can use ``implied_port``.  The client owns those
+sockets (:class:`~core.net.udp_mux.UdpMux`) and the
+:class:`~core.engine.dht_service.DhtService` on them.  A DHT that cannot
+start (the UDP port is taken) is logged and left off: ``client.dht`` is
+None and everything else works.  Its node table is kept in
+``data_dir / "dht.dat"`` when the client keeps state on disk
+(``default_storage == "file"``; a "memory" client leaves no files behind).
 """
 
 from __future__ import annotations
@@ -24,18 +34,22 @@ from types import TracebackType
 
 from ..bus import EventBus
 from ..config import ClientConfig, generate_peer_id
-from ..errors import RemoteProtocolError, TorrentError
-from ..events import ClientSnapshot, TorrentAdded, TorrentRemoved, TorrentRow
+from ..dht.events import AnnounceReceived, Bootstrapped, DhtEvent
+from ..dht.types import DhtSettings
+from ..errors import DhtError, RemoteProtocolError, TorrentError
+from ..events import ClientSnapshot, DhtBootstrapped, TorrentAdded, TorrentRemoved, TorrentRow
 from ..formats.magnet import Magnet
 from ..formats.metainfo import Metainfo
 from ..net.peer_io import PeerProtocol
 from ..net.tcp import TcpStream
+from ..net.udp_mux import UdpMux
 from ..ratelimit import TokenBucket
 from ..stats import ClientStats, RateMeter, TorrentState
 from ..storage import CompletionStore, FileStorage, Layout, MemoryStorage, Storage
 from ..tracker import TrackerTransports
 from ..types import InfoHash
 from ..wire import Event, HandshakeReceived, PeerConnection, RemoteInfoHash
+from .dht_service import DhtService
 from .magnet_phase import StorageFactory, add_magnet
 from .peer import Peer
 from .torrent import Torrent
@@ -44,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: How often a ClientSnapshot is published while someone listens.
 SNAPSHOT_INTERVAL = 0.5
+#: Longest ``close`` waits for the DHT to save its table and close.
+DHT_CLOSE_TIMEOUT = 5.0
 
 
 def _is_loopback(ip: str) -> bool:
@@ -104,6 +120,9 @@ class Client:
         self._torrents_by_wire: dict[bytes, Torrent] = {}
         self._servers: list[asyncio.Server] = []
         self.listen_port = 0
+        # The UDP sockets (one per listen address) and the DHT on them.
+        self._udp: list[UdpMux] = []
+        self._dht: DhtService | None = None
         self._connections = 0
         self._banned: dict[str, str] = {}
         self._banned_ids: dict[bytes, str] = {}  # loopback peers only, see ban()
@@ -155,6 +174,8 @@ class Client:
             )
         if cfg.accept_incoming and cfg.tcp:
             await self._listen()
+        if cfg.dht:
+            await self._start_dht()
         self._snapshot_task = asyncio.create_task(self._snapshot_loop(), name="snapshots")
 
     async def _listen(self) -> None:
@@ -184,6 +205,77 @@ class Client:
         if not self._servers:
             raise TorrentError(f"cannot listen on port {self.config.listen_port}: {errors}")
         self.listen_port = port
+
+    async def _open_udp(self) -> list[UdpMux]:
+        """One UDP socket per listen address, on the TCP listen port's number when there is one.
+
+        The first socket picks the port when neither TCP nor the config
+        fixed one; an address whose socket cannot be opened is skipped.
+        """
+        port = self.listen_port or self.config.listen_port
+        muxes: list[UdpMux] = []
+        for host in sorted(self.config.listen_addresses, key=lambda a: ":" in a):
+            try:
+                mux = await UdpMux.open(host, port)
+            except (OSError, TorrentError) as exc:
+                log.warning("no UDP socket on %s: %s", _endpoint(host, port), exc)
+                continue
+            muxes.append(mux)
+            if port == 0:
+                port = mux.local_address[1]
+        return muxes
+
+    async def _start_dht(self) -> None:
+        """Start the DHT; on failure log it and go on without (``self.dht`` stays None)."""
+        cfg = self.config
+        muxes = await self._open_udp()
+        if not muxes:
+            log.warning("DHT off: no UDP socket could be opened")
+            return
+        state = cfg.data_dir / "dht.dat" if cfg.default_storage == "file" else None
+        settings = DhtSettings(read_only=cfg.dht_read_only, enforce_node_id=cfg.dht_enforce_node_id)
+        try:
+            self._dht = await DhtService.open(
+                settings,
+                muxes=muxes,
+                bootstrap=cfg.dht_bootstrap_nodes,
+                state_path=state,
+                on_event=self._dht_event,
+            )
+        except (DhtError, OSError) as exc:
+            log.warning("DHT off: %s", exc)
+            await asyncio.gather(*(m.aclose() for m in muxes), return_exceptions=True)
+            return
+        self._udp = muxes
+        log.info("DHT on UDP port %d, node id %s", self._dht.port, self._dht.node_id.hex())
+
+    def _dht_event(self, event: DhtEvent) -> None:
+        """What the DHT node tells us besides answers to our own lookups."""
+        if isinstance(event, Bootstrapped):
+            self.bus.publish(DhtBootstrapped(event.nodes, event.ok))
+        elif isinstance(event, AnnounceReceived):
+            # Someone announced a torrent we have to our node: a peer for it.
+            torrent = self.torrent_by_wire(event.info_hash)
+            if torrent is not None:
+                torrent.dht_peer_announced(event.peer)
+
+    @property
+    def dht(self) -> DhtService | None:
+        """The DHT, or None when it is off (``ClientConfig.dht``) or could not start."""
+        return self._dht
+
+    def dht_servers(self) -> list[DhtService]:
+        """Every DHT this client runs (one, serving both address families; or none)."""
+        return [] if self._dht is None else [self._dht]
+
+    def add_dht_nodes(self, nodes: Sequence[str]) -> None:
+        """Ping DHT nodes (``"host:port"``); those that answer join the routing table.
+
+        No-op when the DHT is off; :class:`~core.errors.DhtError` for a
+        malformed address.
+        """
+        if self._dht is not None:
+            self._dht.add_nodes(nodes)
 
     def _incoming_protocol(self) -> TcpStream:
         self._connections += 1
@@ -241,6 +333,13 @@ class Client:
             server.close()
         await asyncio.gather(*(t.close() for t in self.torrents.values()), return_exceptions=True)
         await self.trackers.aclose()
+        if self._dht is not None:
+            try:
+                async with asyncio.timeout(DHT_CLOSE_TIMEOUT):
+                    await self._dht.aclose()
+            except TimeoutError:  # pragma: no cover - the table is saved in a thread
+                log.warning("DHT close timed out")
+        await asyncio.gather(*(m.aclose() for m in self._udp), return_exceptions=True)
         for server in self._servers:
             try:
                 async with asyncio.timeout(2):
@@ -469,6 +568,11 @@ class Client:
                 )
             )
         cs = self.stats()
+        dht_nodes = dht_good = 0
+        dht_state = "off"
+        if self._dht is not None:
+            ds = self._dht.stats()
+            dht_nodes, dht_good, dht_state = ds.dht.nodes_total, ds.dht.nodes_good, ds.state
         return ClientSnapshot(
             torrents=tuple(rows),
             down_rate=total_down,
@@ -476,7 +580,9 @@ class Client:
             bytes_downloaded=cs.bytes_read_data,
             bytes_uploaded=cs.bytes_written_data,
             peers=cs.active_peers,
-            dht_nodes=0,
+            dht_nodes=dht_nodes,
+            dht_good_nodes=dht_good,
+            dht_state=dht_state,
         )
 
     async def _snapshot_loop(self) -> None:

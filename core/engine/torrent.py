@@ -13,7 +13,10 @@ owns, with a back-reference to it:
 * :mod:`core.engine.upload` (``_upload``): serving requests from a piece read cache;
 * :mod:`core.engine.checking`: the start-up check, ``verify_data``, forgetting a piece;
 * :mod:`core.engine.streaming` (``_streaming``) and :mod:`core.engine.peer_extensions`
-  (``_ext``): readers' windows and feeds; ut_metadata and ut_pex.
+  (``_ext``): readers' windows and feeds; ut_metadata and ut_pex;
+* :mod:`core.engine.dht_torrent` (``_dht``): get_peers + announce_peer rounds over
+  the client's DHT (never for a private torrent); the BEP 10 ``yourip`` a peer
+  reports goes to the DHT as a vote on our external address.
 
 Piece state that can change across an ``await`` is kept in explicit flags
 (``hashing``, picker's busy set) as anacrolix does.
@@ -53,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import logging
 import random
 import time
@@ -77,9 +81,10 @@ from ..tracker.announcer import Announcer
 from ..tracker.driver import TrackerDriver
 from ..tracker.types import AnnounceEvent, AnnounceRequest, TrackerStatus
 from ..types import InfoHash, PiecePriority
-from ..wire import NotInterested
+from ..wire import ExtendedMessage, ExtensionHandshake, NotInterested
 from . import checking
 from .choker import Choker
+from .dht_torrent import DhtLookups, TorrentDht
 from .files import File, Piece
 from .peer import Peer, PeerRoutes
 from .peer_extensions import ExtensionsClient, PeerExtensions
@@ -112,6 +117,8 @@ class TorrentClient(SwarmClient, PipelineClient, ExtensionsClient, Protocol):
     def tracker_key(self) -> int: ...
     @property
     def io_executor(self) -> concurrent.futures.Executor: ...
+    @property
+    def dht(self) -> DhtLookups | None: ...
 
     async def remove_torrent(self, info_hash: InfoHash) -> None: ...
 
@@ -128,6 +135,28 @@ PIECE_EVENT_INTERVAL = 0.25
 UNKNOWN_LEFT = 1 << 40
 
 Address = tuple[str, int]
+
+
+class _ExtensionHooks:
+    """The extensions' hooks as peers call them, plus the BEP 10 ``yourip`` vote for the DHT.
+
+    A peer's extension handshake says which address it sees us at; the DHT
+    counts those as votes on our external IP (BEP 42 ids derive from it).
+    Wrapping the hooks here keeps that one line out of the extensions,
+    which know nothing of the DHT.
+    """
+
+    def __init__(self, ext: PeerExtensions, on_yourip: Callable[[str, str], None]) -> None:
+        self._ext = ext
+        self._on_yourip = on_yourip
+
+    def on_handshake(self, peer: Peer, hs: ExtensionHandshake) -> None:
+        if hs.yourip is not None:
+            self._on_yourip(str(hs.yourip), peer.address[0])
+        self._ext.on_handshake(peer, hs)
+
+    def on_message(self, peer: Peer, msg: ExtendedMessage) -> None:
+        self._ext.on_message(peer, msg)
 
 
 class Torrent:
@@ -199,6 +228,15 @@ class Torrent:
             publish=client.bus.publish,
             transports=client.trackers,
         )
+        # get_peers + announce_peer rounds over the client's DHT (core/engine/dht_torrent.py).
+        self._dht = TorrentDht(
+            info_hash=self.info_hash,
+            service=lambda: client.dht,
+            announce_port=self._dht_announce_port,
+            on_peers=self._add_dht_peers,
+            wants_peers=self._dht_wants_peers,
+            publish=client.bus.publish,
+        )
         # Readers' windows, waiters and piece-state feeds (core/streaming.py).
         self._streaming = Streaming(self)
         # Dialing, accepting, interest, requests and choking (core/swarm.py).
@@ -212,7 +250,9 @@ class Torrent:
             self, self._swarm, self._streaming, client
         )
         # What each peer sends what arrives to, bound when it is made (core/peer.py).
-        self.peer_routes = PeerRoutes(self._swarm, self._pipeline, self._ext, self._upload)
+        self.peer_routes = PeerRoutes(
+            self._swarm, self._pipeline, _ExtensionHooks(self._ext, self._yourip), self._upload
+        )
         self._swarm.bind(self._pipeline, self._ext)
         if metainfo is not None:
             assert storage is not None and layout is not None
@@ -240,6 +280,8 @@ class Torrent:
         ]
         self._files_by_index = {f.index: f for f in self.files}
         self.has_info = True
+        if info.private:
+            self._dht.disable()  # BEP 27: peers only from the torrent's trackers
         if cfg.sequential_download:
             self.picker.set_sequential(True)
         if cfg.first_last_pieces_first:
@@ -426,6 +468,7 @@ class Torrent:
             return
         self.disconnect_all("torrent paused")
         self._trackers.stop()
+        self._dht.stop()
         self.set_state(TorrentState.PAUSED)
         self.schedule(self.flush_storage())
 
@@ -436,6 +479,7 @@ class Torrent:
         self.error = None
         self.set_state(self.active_state())
         self._trackers.start(complete=self.is_seed())
+        self._dht.start()
         self._swarm.maybe_dial()
 
     async def verify_data(self) -> None:
@@ -451,8 +495,15 @@ class Torrent:
     # ------------------------------------------------------------------ trackers
 
     def trackers(self) -> list[TrackerStatus]:
-        """Every tracker's status (tier, last result, next announce, peers, scrape figures)."""
-        return self._trackers.statuses()
+        """Every tracker's status (tier, last result, next announce, peers, scrape figures).
+
+        A torrent that uses the DHT lists it last, as qBittorrent does: url
+        ``"** [DHT] **"``, tier -1, with its last lookup's result and peers.
+        """
+        rows = self._trackers.statuses()
+        if self._dht.enabled:
+            rows.append(self._dht.status())
+        return rows
 
     def add_tracker(self, url: str, tier: int | None = None) -> bool:
         """Add a tracker (None: in a new last tier); False if already there.
@@ -469,6 +520,78 @@ class Torrent:
     def reannounce(self) -> None:
         """Announce to every tier now, or as soon as its ``min interval`` allows."""
         self._trackers.reannounce()
+
+    # ------------------------------------------------------------------ DHT (dht_torrent.py)
+
+    def dht_announce(self) -> None:
+        """Look the torrent up in the DHT and announce it now (no-op if paused, private or off)."""
+        self._dht.announce_now()
+
+    @property
+    def uses_dht(self) -> bool:
+        """The client has a DHT and the torrent may use it (not private, BEP 27)."""
+        return self._dht.enabled
+
+    def dht_peer_announced(self, peer: Address) -> None:
+        """Another node announced ``peer`` for this torrent to our DHT node: a peer to dial."""
+        if self._dht.enabled and self._state not in (TorrentState.PAUSED, TorrentState.ERROR):
+            self._add_dht_peers([peer])
+
+    def _add_dht_peers(self, peers: Iterable[Address]) -> None:
+        """Peers from the DHT join the pool, up to ``torrent_peers_high_water`` known addresses.
+
+        As for PEX: what strangers tell us (a lookup's replies, announces
+        to our node) may not grow the address book without bound.
+        """
+        known = self._swarm.known_peers
+        room = self.config.torrent_peers_high_water - len(known)
+        fresh = [p for p in peers if p not in known][: max(room, 0)]
+        if fresh:
+            self.add_peers(fresh, PeerSource.DHT)
+
+    def _dht_announce_port(self) -> tuple[int | None, bool]:
+        """The port our DHT announces (None: not listening), and whether it is implied.
+
+        Implied (BEP 5 ``implied_port``) when the DHT's UDP socket has the
+        TCP listen port, as the client arranges: the receiving node then
+        records the source port it sees, which is right behind a NAT too.
+        """
+        client = self.client
+        port = client.listen_port
+        if not port or not client.config.accept_incoming:
+            return None, False
+        dht = client.dht
+        return port, dht is not None and dht.port == port
+
+    def _dht_wants_peers(self) -> bool:
+        """Too few peers known to keep the swarm going: look again sooner than the interval."""
+        if self._state not in (TorrentState.DOWNLOADING, TorrentState.FETCHING_METADATA):
+            return False
+        swarm = self._swarm
+        known = len(self.peers) + len(swarm.half_open) + len(swarm.peer_pool)
+        return known < self.config.torrent_peers_low_water
+
+    def _yourip(self, ip: str, voter: str) -> None:
+        dht = self.client.dht
+        if dht is not None and not self.closed:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:  # pragma: no cover - the handshake decoder checked it
+                return
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                addr = addr.ipv4_mapped
+            dht.note_external_ip(str(addr), voter)
+
+    def _drop_dht_peers(self) -> None:
+        """A magnet turned out private (BEP 27): forget the DHT's peers, as PEX's are forgotten."""
+        swarm = self._swarm
+        for addr in [a for a, src in swarm.peer_pool.items() if src is PeerSource.DHT]:
+            del swarm.peer_pool[addr]
+        for addr in [a for a, src in swarm.known_peers.items() if src is PeerSource.DHT]:
+            del swarm.known_peers[addr]
+        for peer in [*self.peers, *swarm.half_open.values()]:
+            if peer.source is PeerSource.DHT:
+                peer.close("private torrent: peers only from its trackers")
 
     def _announce_request(self, event: AnnounceEvent) -> AnnounceRequest:
         s = self.stats()
@@ -510,6 +633,7 @@ class Torrent:
             return
         self.set_state(self.active_state())
         self._trackers.start(complete=self.is_seed())
+        self._dht.start()
         if self.picker.is_complete():
             await self._pipeline.wanted_complete()
         self._tick_task = asyncio.create_task(self._tick_loop(), name=f"tick {self.name}")
@@ -543,6 +667,7 @@ class Torrent:
         self.disconnect_all("torrent closed")
         # "stopped" announces run while the rest closes, bounded by their timeout.
         announcing = asyncio.ensure_future(self._trackers.aclose())
+        await self._dht.aclose()
         for task in (*self._swarm.dial_tasks, *self._tasks):
             task.cancel()
         if self._tick_task is not None:
@@ -793,8 +918,11 @@ class Torrent:
         """
         self._ext.on_metadata = on_metadata
         self._trackers.start(complete=False)
+        self._dht.start()
         self._ext.start()
 
     def advertise_info(self) -> None:
         """The info dict was just installed: serve it and re-handshake with every peer."""
+        if self.info.private:
+            self._drop_dht_peers()
         self._ext.info_known()
