@@ -106,14 +106,14 @@ def test_single_file_torrent_is_named_by_its_name(tmp_path: Path) -> None:
 def test_cat_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, path, _ = build(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        main(["cat", str(path), "s01/e9.mkv", "--peer", "127.0.0.1:1"])
+        main(["cat", "--no-dht", str(path), "s01/e9.mkv", "--peer", "127.0.0.1:1"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "no such file" in err and "s01/e01.mkv" in err
-    assert main(["cat", "magnet:?xt=urn:btih:" + "a" * 40, "x"]) == 1
+    assert main(["cat", "--no-dht", "magnet:?xt=urn:btih:" + "a" * 40, "x"]) == 1
     assert "no peers to read from" in capsys.readouterr().err  # a magnet with nowhere to ask
     with pytest.raises(SystemExit):
-        main(["download", str(path), "--file", "nope.bin", "--peer", "127.0.0.1:1"])
+        main(["download", "--no-dht", str(path), "--file", "nope.bin", "--peer", "127.0.0.1:1"])
     assert "--file 'nope.bin'" in capsys.readouterr().err
 
 
@@ -128,19 +128,29 @@ async def test_cat_streams_a_file_and_ranges(
     _, path, seed_dir, peer = await seeder(tmp_path, lt_peer_factory)
     want = (seed_dir / NAME / "s01/e01.mkv").read_bytes()
     addr = f"127.0.0.1:{peer.port}"
-    out = await lt(cli, "cat", str(path), "s01/e01.mkv", "--peer", addr)
+    out = await lt(cli, "cat", "--no-dht", str(path), "s01/e01.mkv", "--peer", addr)
     assert out.returncode == 0, out.stderr
     assert out.stdout == want
     # A range crossing piece boundaries, named with the torrent's name.
     out = await lt(
-        cli, "cat", str(path), "show/s01/e01.mkv", "--offset", "32760", "--length", "70000",
-        "--peer", addr,
+        cli, "cat", "--no-dht", str(path), "show/s01/e01.mkv",
+        "--offset", "32760", "--length", "70000", "--peer", addr,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout == want[32760 : 32760 + 70000]
     # Past the end: nothing, successfully; a length running past the end stops there.
     out = await lt(
-        cli, "cat", str(path), "notes.txt", "--offset", "1200", "--length", "999", "--peer", addr
+        cli,
+        "cat",
+        "--no-dht",
+        str(path),
+        "notes.txt",
+        "--offset",
+        "1200",
+        "--length",
+        "999",
+        "--peer",
+        addr,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == (seed_dir / NAME / "notes.txt").read_bytes()[1200:]
@@ -165,7 +175,7 @@ async def test_cat_into_a_pipe_that_closes_early(
 
 def test_cat_without_peers_fails_clearly(tmp_path: Path) -> None:
     _, path, _ = build(tmp_path)
-    out = cli("cat", str(path), "notes.txt", timeout=30)
+    out = cli("cat", "--no-dht", str(path), "notes.txt", timeout=30)
     assert out.returncode == 1
     assert b"no peers to read from" in out.stderr
     assert out.stdout == b""
@@ -179,7 +189,8 @@ async def test_download_only_the_named_files(
     _, path, seed_dir, peer = await seeder(tmp_path, lt_peer_factory)
     dest = tmp_path / "out"
     out = await lt(
-        cli, "download", str(path), "-o", str(dest), "--state-dir", str(tmp_path / "state"),
+        cli, "download", "--no-dht", str(path), "-o", str(dest),
+        "--state-dir", str(tmp_path / "state"),
         "--file", "s01/e02.mkv", "--file", "show/notes.txt", "-q", "--sequential",
         "--peer", f"127.0.0.1:{peer.port}",
     )  # fmt: skip

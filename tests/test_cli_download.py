@@ -214,15 +214,15 @@ def _closed_port() -> int:
 def test_bad_torrent_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.torrent"
     bad.write_bytes(b"d4:infod4:name1:xee")
-    assert main(["download", str(bad), "--state-dir", str(tmp_path / "s")]) == 1
+    assert main(["download", "--no-dht", str(bad), "--state-dir", str(tmp_path / "s")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"torrent: error: {bad}: not a valid torrent: ")
     bad.write_bytes(b"\xff garbage")
-    assert main(["download", str(bad), "--state-dir", str(tmp_path / "s")]) == 1
+    assert main(["download", "--no-dht", str(bad), "--state-dir", str(tmp_path / "s")]) == 1
     assert capsys.readouterr().err.startswith(f"torrent: error: {bad}: not a valid torrent")
     missing = tmp_path / "missing.torrent"
-    assert main(["download", str(missing), "--state-dir", str(tmp_path / "s")]) == 1
+    assert main(["download", "--no-dht", str(missing), "--state-dir", str(tmp_path / "s")]) == 1
     err = capsys.readouterr().err
     assert err == f"torrent: error: No such file or directory: {missing}\n"
     # Nothing was started: no state, no output directory.
@@ -244,7 +244,7 @@ def test_unreachable_peer_fails_after_connect_timeout(
 ) -> None:
     tf = _torrent_file(tmp_path)
     port = _closed_port()
-    argv = ["download", str(tf), "-o", str(tmp_path / "out"), "-q"]
+    argv = ["download", "--no-dht", str(tf), "-o", str(tmp_path / "out"), "-q"]
     argv += ["--peer", f"127.0.0.1:{port}", "--listen", "127.0.0.1"]
     argv += ["--state-dir", str(tmp_path / "s"), "--connect-timeout", "1"]
     assert main(argv) == 1
@@ -257,7 +257,16 @@ def test_unreachable_peer_fails_after_connect_timeout(
 @pytest.mark.timeout(20)
 def test_no_peer_given_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tf = _torrent_file(tmp_path)
-    argv = ["download", str(tf), "-o", str(tmp_path / "out"), "-q", "--listen", "127.0.0.1"]
+    argv = [
+        "download",
+        "--no-dht",
+        str(tf),
+        "-o",
+        str(tmp_path / "out"),
+        "-q",
+        "--listen",
+        "127.0.0.1",
+    ]
     assert main([*argv, "--state-dir", str(tmp_path / "s")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("torrent: error: no peers to download from: give --peer")
@@ -268,7 +277,7 @@ def test_no_peer_given_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_complete_data_needs_no_peer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tf = _torrent_file(tmp_path)
     before = tree_digest(tmp_path / "src")
-    argv = ["download", str(tf), "-o", str(tmp_path / "src"), "--listen", "127.0.0.1"]
+    argv = ["download", "--no-dht", str(tf), "-o", str(tmp_path / "src"), "--listen", "127.0.0.1"]
     assert main([*argv, "--state-dir", str(tmp_path / "s")]) == 0
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.startswith(f"r: complete, {fmt.size(sum(FILES.values()))} in ")
@@ -282,7 +291,16 @@ def test_verify_rehashes_what_the_store_trusts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tf = _torrent_file(tmp_path)
-    argv = ["download", str(tf), "-o", str(tmp_path / "src"), "--listen", "127.0.0.1", "-q"]
+    argv = [
+        "download",
+        "--no-dht",
+        str(tf),
+        "-o",
+        str(tmp_path / "src"),
+        "--listen",
+        "127.0.0.1",
+        "-q",
+    ]
     argv += ["--state-dir", str(tmp_path / "s")]
     assert main(argv) == 0
     # Corrupt one byte behind the store's back, keeping size and mtime.
@@ -348,6 +366,7 @@ async def test_progress_on_a_terminal(tmp_path: Path) -> None:
                 "-m",
                 "core.cli",
                 "download",
+                "--no-dht",
                 *args,
                 stderr=slave,
                 stdout=asyncio.subprocess.DEVNULL,

@@ -184,7 +184,16 @@ def test_download_with_only_a_dead_tracker_names_it(
     mi = dataclasses.replace(make_torrent(tmp_path / "src", FILES, PIECE), announce_list=((dead,),))
     tf = tmp_path / "x.torrent"
     tf.write_bytes(mi.to_bytes())
-    argv = ["download", str(tf), "-o", str(tmp_path / "out"), "-q", "--listen", "127.0.0.1"]
+    argv = [
+        "download",
+        "--no-dht",
+        str(tf),
+        "-o",
+        str(tmp_path / "out"),
+        "-q",
+        "--listen",
+        "127.0.0.1",
+    ]
     argv += ["--state-dir", str(tmp_path / "s"), "--connect-timeout", "1"]
     assert main(argv) == 1  # not refused at once: the tracker might have answered
     err = capsys.readouterr().err

@@ -387,6 +387,7 @@ async def test_cli_metainfo_from_magnet(tmp_path: Path) -> None:
             main,
             [
                 "metainfo-from-magnet",
+                "--no-dht",
                 magnet,
                 "-o",
                 str(out),
@@ -417,6 +418,7 @@ async def test_cli_metainfo_from_magnet_times_out(tmp_path: Path) -> None:
     magnet = Magnet(InfoHash(v1=bytes(20))).uri()
     argv = [
         "metainfo-from-magnet",
+        "--no-dht",
         magnet,
         "-o",
         str(out),
@@ -442,6 +444,7 @@ async def test_cli_download_magnet(tmp_path: Path) -> None:
             main,
             [
                 "download",
+                "--no-dht",
                 Magnet(mi.info_hash).uri(),
                 "-o",
                 str(out),
@@ -472,6 +475,7 @@ async def test_cli_cat_magnet(tmp_path: Path) -> None:
         args = build_parser().parse_args(
             [
                 "cat",
+                "--no-dht",
                 Magnet(mi.info_hash, peers=_x_pe(seeder)).uri(),
                 "sub/b.bin",
                 "--listen",

@@ -33,7 +33,14 @@ from ..errors import TorrentError
 from ..formats.metainfo import Metainfo
 from ..stats import TorrentState
 from ..types import PiecePriority
-from .download_cmd import REDIAL_INTERVAL, STATE_DIR_ENV, is_magnet, parse_peer
+from .download_cmd import (
+    REDIAL_INTERVAL,
+    STATE_DIR_ENV,
+    dht_options,
+    is_magnet,
+    no_dht_reason,
+    parse_peer,
+)
 from .file_select import match_files
 from .inputs import load_magnet, load_torrent
 from .usage import UsageError
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.length is not None and args.length < 0:
         raise UsageError("--length must not be negative")
     peers = [parse_peer(p) for p in args.peer]
+    dht = dht_options(args)
     if is_magnet(args.torrent):
         mi, extra = _from_magnet(args, peers)
         peers += extra
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         }
         if args.listen:
             values["listen_addresses"] = tuple(args.listen)
+        values.update(dht)
         config = ClientConfig(**values)  # type: ignore[arg-type]
         cat = Cat(
             config,
@@ -88,21 +97,24 @@ def _from_magnet(args: argparse.Namespace, peers: list[Address]) -> tuple[Metain
 
     The metadata comes from a short session of its own; the file is then
     read in the usual way, from the magnet's ``x.pe`` peers, its trackers
-    (the fetched metainfo carries them) and ``--peer``.
+    (the fetched metainfo carries them), the DHT and ``--peer``.
     """
     from .magnet_cmd import fetch_metainfo
 
     magnet = load_magnet(args.torrent)
-    if not (magnet.peers or magnet.trackers or peers):
-        raise TorrentError(
-            "no peers to read from: the magnet has no x.pe peers or trackers; "
-            "give --peer HOST:PORT (the DHT is not supported yet)"
-        )
     values: dict[str, object] = {"default_storage": "memory", "listen_port": args.port}
     if args.listen:
         values["listen_addresses"] = tuple(args.listen)
+    values.update(dht_options(args))
+    config = ClientConfig(**values)  # type: ignore[arg-type]
+    no_dht = no_dht_reason(config, False)
+    if not (magnet.peers or magnet.trackers or peers) and no_dht:
+        raise TorrentError(
+            "no peers to read from: the magnet has no x.pe peers or trackers and "
+            f"{no_dht}; give --peer HOST:PORT"
+        )
     timeout = args.connect_timeout or 60.0
-    mi = asyncio.run(fetch_metainfo(ClientConfig(**values), magnet, peers, timeout))  # type: ignore[arg-type]
+    mi = asyncio.run(fetch_metainfo(config, magnet, peers, timeout))
     return mi, list(magnet.peer_addresses)
 
 
@@ -136,10 +148,11 @@ class Cat:
             for f in t.files:
                 f.set_priority(PiecePriority.NONE)
             t.add_peers(self.peers)
-            if not self.peers and not t.trackers():
+            no_dht = no_dht_reason(self.config, self.metainfo.info.private)
+            if not self.peers and not t.trackers() and no_dht:
                 raise TorrentError(
                     "no peers to read from: give --peer HOST:PORT "
-                    "(the torrent has no trackers and the DHT is not supported yet)"
+                    f"(the torrent has no trackers and {no_dht})"
                 )
             f = next(f for f in t.files if f.index == self.file_index)
             end = f.length if self.length is None else min(f.length, self.offset + self.length)

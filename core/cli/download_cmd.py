@@ -11,13 +11,13 @@ SIGKILL loses at most the completion records not yet committed; the pieces
 themselves are on disk and the next start rehashes them instead of
 downloading them again.
 
-Peers come from the torrents' trackers (announced to automatically) and
-from ``--peer``; the DHT arrives later.  A torrent with neither is an error
-at once, and "nobody to download from" is an error after
-``--connect-timeout`` rather than an endless wait; the message then includes
-what the trackers said.  Addresses from ``--peer`` are offered again while
-they are not connected, because the engine forgets an address once its
-connection ends.
+Peers come from the torrents' trackers (announced to automatically), the
+DHT (unless ``--no-dht``; never for private torrents) and ``--peer``.  A
+torrent with none of these is an error at once, and "nobody to download
+from" is an error after ``--connect-timeout`` rather than an endless wait;
+the message then includes what the trackers said.  Addresses from
+``--peer`` are offered again while they are not connected, because the
+engine forgets an address once its connection ends.
 """
 
 from __future__ import annotations
@@ -66,32 +66,61 @@ EXIT_SIGTERM = 128 + signal.SIGTERM
 Address = tuple[str, int]
 
 
-def parse_peer(text: str) -> Address:
-    """``HOST:PORT`` or ``[IPV6]:PORT`` -> ``(host, port)``; raises :class:`UsageError`."""
+def parse_peer(text: str, *, what: str = "--peer") -> Address:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` -> ``(host, port)``; raises :class:`UsageError`.
+
+    ``what`` names the argument in the message (``--peer``, ``--dht-bootstrap``).
+    """
     t = text.strip()
+    name = f"{what} {text!r}"
     if t.startswith("["):
         host, sep, rest = t[1:].partition("]")
         if not sep or not rest.startswith(":"):
-            raise UsageError(f"--peer {text!r}: expected [IPV6]:PORT")
+            raise UsageError(f"{name}: expected [IPV6]:PORT")
         port_text = rest[1:]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise UsageError(f"--peer {text!r}: {host!r} is not an IPv6 address") from None
+            raise UsageError(f"{name}: {host!r} is not an IPv6 address") from None
     else:
         host, sep, port_text = t.rpartition(":")
         if not sep or not host:
-            raise UsageError(f"--peer {text!r}: expected HOST:PORT")
+            raise UsageError(f"{name}: expected HOST:PORT")
         if ":" in host:
-            raise UsageError(f"--peer {text!r}: write IPv6 addresses as [ADDR]:PORT")
+            raise UsageError(f"{name}: write IPv6 addresses as [ADDR]:PORT")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"--peer {text!r}: port must be 1-65535")
+        raise UsageError(f"{name}: port must be 1-65535")
     return host, int(port_text)
 
 
 def _rate(value: int | None) -> int | None:
     """``--*-rate``: 0 or absent means unlimited (the config's ``None``)."""
     return value or None
+
+
+def dht_options(args: argparse.Namespace) -> dict[str, object]:
+    """``--no-dht`` and ``--dht-bootstrap`` as :class:`ClientConfig` values (only those given).
+
+    ``--dht-bootstrap`` replaces the default routers rather than adding to
+    them, so a test or a private swarm never reaches the public DHT.
+    """
+    nodes = [text.strip() for text in getattr(args, "dht_bootstrap", None) or []]
+    for text in nodes:
+        parse_peer(text, what="--dht-bootstrap")
+    if getattr(args, "no_dht", False):
+        if nodes:
+            raise UsageError("--dht-bootstrap has no use with --no-dht")
+        return {"dht": False}
+    return {"dht_bootstrap_nodes": tuple(nodes)} if nodes else {}
+
+
+def no_dht_reason(config: ClientConfig, private: bool) -> str | None:
+    """Why the DHT will not find peers for a torrent, or None when it will look."""
+    if not config.dht:
+        return "--no-dht turns the DHT off"
+    if private:
+        return "it is private, which rules out the DHT"
+    return None
 
 
 def is_magnet(text: str) -> bool:
@@ -114,6 +143,7 @@ def build_config(args: argparse.Namespace, out: Path) -> ClientConfig:
     }
     if args.listen:
         values["listen_addresses"] = tuple(args.listen)
+    values.update(dht_options(args))
     return ClientConfig(**values)  # type: ignore[arg-type]
 
 
@@ -123,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be 0-65535, got {args.port}")
     if args.connect_timeout < 0:
         raise UsageError("--connect-timeout must not be negative")
+    dht_options(args)  # its usage errors before any input is read
     metainfos: dict[bytes, Metainfo] = {}
     magnets: list[Magnet] = []
     for path in args.torrent:
@@ -327,13 +358,21 @@ class Session:
         last_offer = time.monotonic()
         self.watch.last_connected = time.monotonic()
         has_trackers = any(t.trackers() for t in torrents) or any(m.peers for m in self.magnets)
+        # A magnet's privacy is unknown until its metadata arrives: the DHT may look.
+        no_dht = [no_dht_reason(self.config, mi.info.private) for mi in self.metainfos]
+        if self.magnets:
+            no_dht.append(no_dht_reason(self.config, False))
         nothing_to_do = (
-            not self.peers and not has_trackers and not self.seed and not self.stop.is_set()
+            not self.peers
+            and not has_trackers
+            and all(no_dht)
+            and not self.seed
+            and not self.stop.is_set()
         )
         if nothing_to_do and not self._complete(torrents):
             raise TorrentError(
                 "no peers to download from: give --peer HOST:PORT "
-                "(the torrent has no trackers and the DHT is not supported yet)"
+                f"(the torrent has no trackers and {no_dht[0]})"
             )
         while not self.stop.is_set():
             now = time.monotonic()

@@ -1,7 +1,7 @@
 """``torrent metainfo-from-magnet MAGNET -o FILE [--peer HOST:PORT]... [--timeout S]``.
 
 Fetches a magnet link's info dict from the swarm (its ``x.pe`` peers, its
-trackers, ``--peer``) and saves it as a .torrent file, like anacrolix's
+trackers, the DHT, ``--peer``) and saves it as a .torrent file, like anacrolix's
 ``magnet-metainfo``.  The file has the magnet's trackers as its announce
 list and its web seeds as ``url-list``; the info dict is written exactly as
 received, so the file has the magnet's info-hash.
@@ -28,7 +28,7 @@ from ..formats.magnet import Magnet
 from ..formats.metainfo import Metainfo
 from ..types import PiecePriority
 from . import fmt
-from .download_cmd import is_magnet, parse_peer
+from .download_cmd import dht_options, is_magnet, no_dht_reason, parse_peer
 from .inputs import load_magnet
 from .usage import UsageError
 
@@ -43,15 +43,17 @@ def run(args: argparse.Namespace) -> int:
     peers = [parse_peer(p) for p in args.peer]
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    if not (magnet.peers or magnet.trackers or peers):
-        raise UsageError(
-            "nowhere to fetch the metadata from: the magnet has no x.pe peers or trackers; "
-            "give --peer HOST:PORT (the DHT is not supported yet)"
-        )
     values: dict[str, object] = {"default_storage": "memory", "listen_port": args.port}
     if args.listen:
         values["listen_addresses"] = tuple(args.listen)
+    values.update(dht_options(args))
     config = ClientConfig(**values)  # type: ignore[arg-type]
+    no_dht = no_dht_reason(config, False)
+    if not (magnet.peers or magnet.trackers or peers) and no_dht:
+        raise UsageError(
+            "nowhere to fetch the metadata from: the magnet has no x.pe peers or trackers "
+            f"and {no_dht}; give --peer HOST:PORT"
+        )
     mi = asyncio.run(fetch_metainfo(config, magnet, peers, args.timeout))
     data = mi.to_bytes()
     if args.output == "-":

@@ -28,6 +28,7 @@ examples:
   torrent create ./photos -o photos.torrent -a URL      make a .torrent
   torrent metainfo X.torrent                            what is inside a .torrent
   torrent cat movie.torrent movie.mkv | mpv -           stream one file while it downloads
+  torrent dht get-peers INFOHASH                        ask the DHT who has a torrent
 
 'torrent COMMAND --help' lists a command's options.
 """
@@ -119,6 +120,19 @@ def _add_swarm_options(p: argparse.ArgumentParser, *, state_dir_help: str | None
     )
     if state_dir_help is not None:
         p.add_argument("--state-dir", default=None, metavar="DIR", help=state_dir_help)
+    p.add_argument("--no-dht", action="store_true", help="do not look for peers in the DHT")
+    _add_dht_bootstrap(p)
+
+
+def _add_dht_bootstrap(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dht-bootstrap",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a DHT node to join the DHT through; repeat for more "
+        "(replaces the default public routers)",
+    )
 
 
 def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -270,6 +284,101 @@ def _add_tracker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s.set_defaults(handler="core.cli.tracker_cmd:run_scrape")
 
 
+def _add_dht(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    d = sub.add_parser(
+        "dht",
+        help="ask the DHT: ping, get-peers, announce, sample, put, get",
+        description=(
+            "Talk to the mainline DHT by hand: results on stdout, one per line; "
+            "summaries on stderr; exit 1 when the DHT did not deliver."
+        ),
+    )
+    actions = d.add_subparsers(dest="dht_command", required=True, metavar="ACTION")
+
+    def action(
+        name: str, summary: str, *, lookup: bool, own_port: bool = True
+    ) -> argparse.ArgumentParser:
+        description = summary[0].upper() + summary[1:] + "."
+        p = actions.add_parser(name, help=summary, description=description)
+        p.set_defaults(handler=f"core.cli.dht_cmd:run_{name.replace('-', '_')}")
+        port_flags = ["--dht-port", "--port"] if own_port else ["--dht-port"]
+        p.add_argument(
+            *port_flags,
+            dest="dht_port",
+            type=int,
+            default=0,
+            metavar="N",
+            help="local UDP port (default: any free port)",
+        )
+        p.add_argument(
+            "--listen",
+            action="append",
+            default=[],
+            metavar="ADDR",
+            help="address to bind; repeat for more (default: all IPv4, and IPv6 when an "
+            "address given is IPv6)",
+        )
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            metavar="S",
+            help=f"give up after S seconds (default {60 if lookup else 5})",
+        )
+        if lookup:
+            _add_dht_bootstrap(p)
+            p.add_argument(
+                "--state-dir",
+                default=None,
+                metavar="DIR",
+                help="where the routing table (dht.dat) is kept "
+                "(default: $PYTORRENT_STATE_DIR or the user data dir)",
+            )
+        return p
+
+    p = action("ping", "ping one DHT node and print its id and round-trip time", lookup=False)
+    p.add_argument("address", metavar="HOST:PORT", help="the node (IPv6 as [ADDR]:PORT)")
+
+    p = action("get-peers", "print the peers the DHT knows for a torrent", lookup=True)
+    p.add_argument("info_hash", metavar="INFOHASH", help="40 hex digits or 32 base32 characters")
+
+    p = action("announce", "announce a peer for a torrent to the DHT", lookup=True, own_port=False)
+    p.add_argument("info_hash", metavar="INFOHASH", help="40 hex digits or 32 base32 characters")
+    p.add_argument(
+        "--port", type=int, default=None, metavar="N", help="the port peers should connect to"
+    )
+    p.add_argument(
+        "--implied-port",
+        action="store_true",
+        help="peers connect to the UDP port this command sends from",
+    )
+
+    p = action("sample", "list info-hashes one DHT node holds (BEP 51)", lookup=False)
+    p.add_argument("address", metavar="HOST:PORT", help="the node (IPv6 as [ADDR]:PORT)")
+    p.add_argument("--target", default=None, metavar="HEX", help="a 40-hex-digit id to sample near")
+
+    p = action("put", "store a value in the DHT (BEP 44) and print its target", lookup=True)
+    p.add_argument("value", nargs="?", metavar="VALUE", help="stored as a bencoded string")
+    p.add_argument(
+        "--key", default=None, metavar="SEEDFILE", help="make a mutable item signed with this seed"
+    )
+    p.add_argument("--seq", type=int, default=None, metavar="N", help="the mutable item's version")
+    p.add_argument("--salt", default=None, metavar="S", help="a mutable item's salt")
+    p.add_argument(
+        "--key-gen",
+        default=None,
+        metavar="SEEDFILE",
+        help="create a new ed25519 seed file (mode 0600) and print its public key",
+    )
+
+    p = action("get", "fetch a value from the DHT (BEP 44)", lookup=True)
+    p.add_argument("target", nargs="?", metavar="TARGET", help="40 hex digits")
+    p.add_argument(
+        "--key", default=None, metavar="PUBHEX", help="a mutable item's public key (64 hex digits)"
+    )
+    p.add_argument("--salt", default=None, metavar="S", help="a mutable item's salt")
+
+
 def _parse_size(text: str) -> int:
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
@@ -321,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cat(sub)
     _add_magnet_metainfo(sub)
     _add_tracker(sub)
+    _add_dht(sub)
     return parser
 
 

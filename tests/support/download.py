@@ -71,6 +71,7 @@ def cli_args(seeder: Seeder, out: Path, state: Path, *extra: str) -> list[str]:
         "127.0.0.1",
         "--state-dir",
         str(state),
+        "--no-dht",  # sealed to loopback: never the public DHT routers
         *extra,
     ]
 
