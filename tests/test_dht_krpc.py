@@ -601,6 +601,66 @@ def test_fast_ipv4_peer_agrees_with_the_compact_codec(raw: bytes) -> None:
     assert krpc._peer4(raw) == (expected[0] if expected else None)
 
 
+# 6-byte compact entries weighted towards the ones decoders must drop or keep
+# with care: 0.0.0.0, multicast 224-239 and its edges, port 0.
+compact4 = st.builds(
+    lambda first, rest, port: bytes([first]) + rest + port.to_bytes(2, "big"),
+    st.sampled_from([0, 1, 127, 223, 224, 239, 240, 255]) | st.integers(0, 255),
+    st.just(b"\0\0\0") | st.binary(min_size=3, max_size=3),
+    st.sampled_from([0, 1, 6881, 65535]) | st.integers(0, 65535),
+)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.binary(min_size=20, max_size=20), compact4), max_size=10))
+def test_fast_nodes_agree_with_the_compact_codec(entries: list[tuple[bytes, bytes]]) -> None:
+    # decode_nodes writes the IPv4 entry decoding out inline: hold it to the codec.
+    expected = tuple(
+        NodeInfo(node_id, peers[0]) for node_id, raw in entries if (peers := decode_peers4(raw))
+    )
+    assert decode_nodes(b"".join(i + raw for i, raw in entries), v6=False) == expected
+
+
+@FUZZ
+@given(compact4)
+def test_fast_ip_field_agrees_with_ipaddress(raw: bytes) -> None:
+    expected = (str(ipaddress.IPv4Address(raw[:4])), int.from_bytes(raw[4:], "big"))
+    msg = decode(_r(b"", b"2:ip6:" + raw))
+    assert isinstance(msg, Response) and msg.ip == expected
+
+
+def _packed_by_ipaddress(host: str) -> bytes | None:
+    """What compact_addr packed before its IPv4 fast path: ipaddress alone."""
+    try:
+        addr = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.packed
+    return addr.packed
+
+
+octets = st.sampled_from(["0", "00", "01", "9", "10", "099", "199", "249", "255", "256", "1000"])
+hosts = (
+    st.lists(octets | st.integers(0, 300).map(str), min_size=3, max_size=5).map(".".join)
+    | st.text(alphabet="0123456789.:[]%abf\u0661\uff11 \n", max_size=20)
+    | st.integers(0, 0xFFFFFFFF).map(lambda i: str(ipaddress.IPv4Address(i)))
+)
+
+
+@FUZZ
+@given(hosts, st.integers(0, 0xFFFF))
+def test_fast_ipv4_packing_agrees_with_ipaddress(host: str, port: int) -> None:
+    # Leading zeros, octets over 255, Unicode digits, too few or many parts
+    # must all take the path (or the error) ipaddress would.
+    expected = _packed_by_ipaddress(host)
+    try:
+        got: bytes | None = compact_addr((host, port))
+    except LocalProtocolError:
+        got = None
+    assert got == (None if expected is None else expected + port.to_bytes(2, "big"))
+
+
 # --------------------------------------------------------------------------- encoding
 
 
@@ -930,6 +990,31 @@ sloppy = st.recursive(
 )
 def test_decoder_agrees_with_the_formats_decoder_on_sloppy_bencode(data: bytes) -> None:
     _agree(data)
+
+
+# Strings whose lengths take one, two and three digits, right or off by one,
+# with and without a leading zero: the reader takes one- and two-digit
+# lengths without its regex, so each width must follow the same rules.
+sized_strings = st.tuples(
+    st.sampled_from([0, 1, 8, 9, 10, 11, 20, 26, 98, 99, 100, 101]).flatmap(
+        lambda n: st.binary(min_size=n, max_size=n)
+    ),
+    OFFSETS,
+    st.integers(0, 19),
+).map(_sloppy_string)
+sized_lists = st.lists(sized_strings, max_size=3).map(lambda xs: b"l" + b"".join(xs) + b"e")
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(sloppy_keys | sized_strings, sized_strings | sized_lists | sloppy), max_size=4
+    ).map(lambda kv: b"d" + b"".join(k + v for k, v in kv) + b"e"),
+    st.integers(0, 1000),
+)
+def test_decoder_agrees_on_strings_of_every_length_width(data: bytes, cut: int) -> None:
+    _agree(data)
+    _agree(data[: cut % (len(data) + 1)])  # and cut short anywhere
 
 
 @pytest.mark.parametrize(

@@ -548,6 +548,49 @@ def test_closest_equals_brute_force(
     check_invariants(table, k=4)
 
 
+@settings(max_examples=max(50, EXAMPLES // 5), deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    depths=st.lists(st.integers(0, 24), min_size=1, max_size=90),
+    fails=st.lists(st.integers(0, 2), max_size=90),
+    answered=st.lists(st.booleans(), max_size=90),
+    target_depth=st.integers(0, BITS),
+    count=st.integers(1, 40),
+    good_only=st.booleans(),
+)
+def test_closest_in_a_deep_table_equals_a_full_sort(
+    seed: int,
+    depths: list[int],
+    fails: list[int],
+    answered: list[bool],
+    target_depth: int,
+    count: int,
+    good_only: bool,
+) -> None:
+    # closest() reads only the target's bucket and its neighbours: a table
+    # split many levels deep (ids near ours), targets at every depth
+    # (``BITS``: our own id), members good, questionable (silent or never
+    # answered) and bad, and counts beyond one bucket, against a sort of all.
+    rng = random.Random(seed)
+    own = rng.randbytes(ID_LENGTH)
+    table = RoutingTable(own, now=0.0, k=K, rng=rng)
+    addrs = Addrs()
+    ids = [id_sharing(own, d, rng) for d in depths]
+    for i, nid in enumerate(ids):
+        resp = answered[i] if i < len(answered) else True
+        table.heard_from(node(nid, addrs), rng.uniform(0.0, 2 * STALE), response=resp)
+    now = 2 * STALE + 1.0
+    for i, nid in enumerate(ids):
+        for _ in range(fails[i] if i < len(fails) else 0):
+            table.failed(nid, now)
+    target = own if target_depth == BITS else id_sharing(own, target_depth, rng)
+    wanted = {NodeState.GOOD} if good_only else {NodeState.GOOD, NodeState.QUESTIONABLE}
+    pool = [n for n in table.nodes() if table.state(n.id, now) in wanted]
+    expected = sorted(pool, key=lambda n: distance(n.id, target))[:count]
+    assert table.closest(target, count, now=now, good_only=good_only) == expected
+    check_invariants(table)
+
+
 OPS = st.lists(
     st.tuples(
         st.sampled_from(["query", "answer", "fail", "remove", "reid", "stale", "tick"]),

@@ -57,7 +57,7 @@ from typing import Any, NoReturn
 
 from ..errors import BencodeError, LocalProtocolError, RemoteProtocolError
 from ..formats import bencoding
-from ..formats.compact import PeerList, decode_peers6
+from ..formats.compact import MAX_PEERS, decode_peers6
 from .items import KEY_SIZE, MAX_SALT, MAX_SEQ, MAX_VALUE, SIGNATURE_SIZE
 from .types import ID_LENGTH, Addr, NodeInfo
 
@@ -250,9 +250,22 @@ Message = Query | Response | ErrorReply
 # --------------------------------------------------------------------------- compact info
 
 
+#: A dotted-quad IPv4 address exactly as :mod:`ipaddress` accepts one: four
+#: decimal octets 0-255, ASCII digits, no leading zeros.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
 @functools.lru_cache(maxsize=4096)
 def _packed_host(host: str) -> bytes:
-    """Packed IP of a textual host (IPv4-mapped IPv6 packs as IPv4); cached, hosts repeat."""
+    """Packed IP of a textual host (IPv4-mapped IPv6 packs as IPv4); cached, hosts repeat.
+
+    Plain IPv4 skips :mod:`ipaddress` (several microseconds, and a reply
+    with ``values`` or ``nodes`` may pack over a hundred hosts the cache has
+    not seen); tests hold the two to the same answers.
+    """
+    if _IPV4.fullmatch(host):
+        return bytes(map(int, host.split(".")))
     try:
         addr = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:
@@ -265,6 +278,8 @@ def _packed_host(host: str) -> bytes:
 def compact_addr(addr: Addr) -> bytes:
     """``addr`` as compact IP/port info: 6 bytes for IPv4, 18 for IPv6 (``ip``, ``values``)."""
     host, port = addr
+    if type(port) is int and type(host) is str and 0 <= port <= 0xFFFF:
+        return _packed_host(host) + port.to_bytes(2, "big")  # the usual case, checked at once
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
         raise LocalProtocolError(f"bad port {port!r}")
     if not isinstance(host, str):
@@ -313,16 +328,21 @@ def _decode_nodes(data: bytes, v6: bool) -> tuple[NodeInfo, ...] | str:
         name = "nodes6" if v6 else "nodes"
         return f"{name} length {len(data)} is not a multiple of {size}"
     out = []
+    if not v6:
+        # _peer4 written out (a reply carries 8 of these, a lookup reads
+        # hundreds of replies); the tests hold this loop to the compact codec.
+        for offset in range(0, len(data), _NODE4):
+            a, b, c, d = data[offset + 20 : offset + 24]
+            port = data[offset + 24] << 8 | data[offset + 25]
+            if port and not 224 <= a <= 239 and (a or b or c or d):
+                out.append(NodeInfo(data[offset : offset + 20], (f"{a}.{b}.{c}.{d}", port)))
+        return tuple(out)
     for offset in range(0, len(data), size):
-        raw = data[offset + ID_LENGTH : offset + size]
-        if v6:
-            peers = decode_peers6(raw, limit=1)
-            # IPv4-mapped entries belong to the other DHT (BEP 32): dropped.
-            peer = peers[0] if peers and ":" in peers[0][0] else None
-        else:
-            peer = _peer4(raw)
-        if peer is not None:  # undialable entries are dropped
-            out.append(NodeInfo(data[offset : offset + ID_LENGTH], peer))
+        peers = decode_peers6(data[offset + ID_LENGTH : offset + size], limit=1)
+        # IPv4-mapped entries belong to the other DHT (BEP 32): dropped, as
+        # are undialable ones.
+        if peers and ":" in peers[0][0]:
+            out.append(NodeInfo(data[offset : offset + ID_LENGTH], peers[0]))
     return tuple(out)
 
 
@@ -356,9 +376,35 @@ def _malformed(reason: str, pos: int) -> NoReturn:
     raise KrpcError("malformed", f"{reason} at byte {pos}")
 
 
+# Strings are most of a datagram (every key, ids, tokens, compact info), so
+# the readers below take a string whose length has one or two digits (every
+# key, and all but ``nodes``/``values``/BEP 44 payloads) without the regex:
+# ``N:`` or ``NN:`` with a digit 0-9 alone, or 1-9 then 0-9, is exactly what
+# ``_LEN`` accepts in those widths; anything else (longer lengths, leading
+# zeros, junk) goes through ``_LEN`` and its rules.  Running out of data
+# there raises IndexError, which :func:`_envelope` reports as truncation.
+
+
 def _parse_value(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     """The value at ``pos`` and its end offset (an IndexError means the data ran out)."""
     c = data[pos]
+    if 0x30 <= c <= 0x39:
+        d = data[pos + 1]
+        if d == 0x3A:
+            start = pos + 2
+            end = start + c - 0x30
+        elif 0x30 <= d <= 0x39 and c != 0x30 and data[pos + 2] == 0x3A:
+            start = pos + 3
+            end = start + (c - 0x30) * 10 + d - 0x30
+        else:
+            m = _LEN.match(data, pos)
+            if m is None:
+                _malformed("invalid string length", pos)
+            start = m.end()
+            end = start + int(m.group(1))
+        if end > len(data):
+            _malformed("string runs past the end of the data", pos)
+        return data[start:end], end
     if c == 0x64:  # 'd'
         return _parse_dict(data, pos, depth, None)
     if c == 0x6C:  # 'l'
@@ -366,52 +412,81 @@ def _parse_value(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
             _malformed(f"nesting deeper than {MAX_DEPTH}", pos)
         pos += 1
         items = []
-        while data[pos] != 0x65:
-            item, pos = _parse_value(data, pos, depth + 1)
-            items.append(item)
+        size = len(data)
+        c = data[pos]
+        while c != 0x65:
+            # One-digit string lengths inline: ``values`` is a list of 6-byte strings.
+            if 0x30 <= c <= 0x39 and data[pos + 1] == 0x3A:
+                start = pos + 2
+                end = start + c - 0x30
+                if end > size:
+                    _malformed("string runs past the end of the data", pos)
+                items.append(data[start:end])
+                pos = end
+            else:
+                item, pos = _parse_value(data, pos, depth + 1)
+                items.append(item)
+            c = data[pos]
         return items, pos + 1
     if c == 0x69:  # 'i'
         m = _INT.match(data, pos)
         if m is None:
             _malformed("invalid integer", pos)
         return int(m.group(1)), m.end()
-    m = _LEN.match(data, pos)
-    if m is None:
-        _malformed("invalid string length" if c in _DIGITS else f"unexpected byte {c:#x}", pos)
-    start = m.end()
-    end = start + int(m.group(1))
-    if end > len(data):
-        _malformed("string runs past the end of the data", pos)
-    return data[start:end], end
+    _malformed(f"unexpected byte {c:#x}", pos)
 
 
 def _parse_dict(
     data: bytes, pos: int, depth: int, spans: dict[bytes, tuple[int, int]] | None
 ) -> tuple[dict[bytes, Any], int]:
-    """The dict at ``pos`` and its end; records each value's raw span in ``spans`` if given."""
+    """The dict at ``pos`` and its end; records each value's raw span in ``spans`` if given.
+
+    String keys and string values are read inline (see above): a ping is
+    nine strings and two dicts, and a call per string was most of its cost.
+    """
     if depth >= MAX_DEPTH:
         _malformed(f"nesting deeper than {MAX_DEPTH}", pos)
     pos += 1
     out: dict[bytes, Any] = {}
     size = len(data)
-    while data[pos] != 0x65:
-        m = _LEN.match(data, pos)
-        if m is None:
-            _malformed("dict key is not a string", pos)
-        start = m.end()
-        end = start + int(m.group(1))
+    c = data[pos]
+    while c != 0x65:
+        if 0x30 <= c <= 0x39 and (d := data[pos + 1]) == 0x3A:
+            start = pos + 2
+            end = start + c - 0x30
+        elif 0x31 <= c <= 0x39 and 0x30 <= d <= 0x39 and data[pos + 2] == 0x3A:
+            start = pos + 3
+            end = start + (c - 0x30) * 10 + d - 0x30
+        else:
+            m = _LEN.match(data, pos)
+            if m is None:
+                _malformed("dict key is not a string", pos)
+            start = m.end()
+            end = start + int(m.group(1))
         if end > size:
             _malformed("string runs past the end of the data", pos)
         key = data[start:end]
         if key in out:
             _malformed(f"duplicate dict key {key[:32]!r}", pos)
-        out[key], pos = _parse_value(data, end, depth + 1)
+        c = data[end]
+        if 0x30 <= c <= 0x39 and (d := data[end + 1]) == 0x3A:
+            start = end + 2
+            pos = start + c - 0x30
+            if pos > size:
+                _malformed("string runs past the end of the data", end)
+            out[key] = data[start:pos]
+        elif 0x31 <= c <= 0x39 and 0x30 <= d <= 0x39 and data[end + 2] == 0x3A:
+            start = end + 3
+            pos = start + (c - 0x30) * 10 + d - 0x30
+            if pos > size:
+                _malformed("string runs past the end of the data", end)
+            out[key] = data[start:pos]
+        else:
+            out[key], pos = _parse_value(data, end, depth + 1)
         if spans is not None:
             spans[key] = (end, pos)
+        c = data[pos]
     return out, pos + 1
-
-
-_DIGITS = frozenset(b"0123456789")
 
 
 def _envelope(data: bytes) -> tuple[dict[bytes, Any], dict[bytes, bytes]]:
@@ -518,17 +593,24 @@ def _nodes_of(v6: bool) -> _Check:
 def _values(name: str, value: Any) -> tuple[Addr, ...]:
     if not isinstance(value, list):
         raise _Invalid("bad-type", "'values' is not a list")
-    acc = PeerList()
+    # What a PeerList of MAX_PEERS does (first come first kept, duplicates and
+    # undialable peers dropped), with a plain dict: a call per entry adds up
+    # over 100 values.  Entries past the cap are still checked.
+    acc: dict[Addr, None] = {}
     for entry in value:
         if not isinstance(entry, bytes):
             raise _Invalid("bad-type", "a 'values' entry is not a string")
-        if len(entry) == 6:
-            acc.add(_peer4(entry))
-        elif len(entry) == 18:
-            decode_peers6(entry, into=acc)
+        size = len(entry)
+        if size == 6:
+            peer = _peer4(entry)
+        elif size == 18:
+            peers = decode_peers6(entry, limit=1)
+            peer = peers[0] if peers else None
         else:
-            raise _Invalid("bad-values", f"a 'values' entry is {len(entry)} bytes, not 6 or 18")
-    return tuple(acc.to_list())
+            raise _Invalid("bad-values", f"a 'values' entry is {size} bytes, not 6 or 18")
+        if peer is not None and len(acc) < MAX_PEERS:
+            acc[peer] = None
+    return tuple(acc)
 
 
 def _samples(name: str, value: Any) -> tuple[bytes, ...]:
@@ -542,6 +624,8 @@ def _ip(name: str, value: Any) -> Addr:
     raw = _string(name, value)
     if len(raw) not in (6, 18):
         raise _Invalid("bad-ip", f"'ip' is {len(raw)} bytes, not 6 or 18")
+    if len(raw) == 6:  # what str(IPv4Address) writes, without building one
+        return (f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}", raw[4] << 8 | raw[5])
     addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(raw[:-2])
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
@@ -555,52 +639,54 @@ _KEY = _sized(KEY_SIZE, "bad-item")
 _SIG = _sized(SIGNATURE_SIZE, "bad-signature", ERROR_BAD_SIGNATURE)
 _SEQ = _ranged("bad-item", MAX_SEQ)
 
-# Known keys, each with its dataclass field and check.  Only the keys present
-# are looked at, so a ping costs one check; unknown keys are never touched.
-_QUERY_ARGS: dict[bytes, tuple[str, _Check]] = {
-    b"id": ("sender", _ID),
-    b"target": ("target", _HASH),
-    b"info_hash": ("info_hash", _HASH),
-    b"want": ("want", _want),
-    b"token": ("token", _string),
-    b"port": ("port", _integer),
-    b"implied_port": ("implied_port", _flag),
-    b"seed": ("seed", _flag),
-    b"k": ("key", _KEY),
-    b"sig": ("signature", _SIG),
-    b"seq": ("seq", _SEQ),
-    b"salt": ("salt", _salt),
-    b"cas": ("cas", _SEQ),
+# Known keys, each with its dataclass field, its check and its name as text
+# (for the check's messages).  Only the keys present are looked at, so a ping
+# costs one check; unknown keys are never touched.
+_QUERY_ARGS: dict[bytes, tuple[str, _Check, str]] = {
+    b"id": ("sender", _ID, "id"),
+    b"target": ("target", _HASH, "target"),
+    b"info_hash": ("info_hash", _HASH, "info_hash"),
+    b"want": ("want", _want, "want"),
+    b"token": ("token", _string, "token"),
+    b"port": ("port", _integer, "port"),
+    b"implied_port": ("implied_port", _flag, "implied_port"),
+    b"seed": ("seed", _flag, "seed"),
+    b"k": ("key", _KEY, "k"),
+    b"sig": ("signature", _SIG, "sig"),
+    b"seq": ("seq", _SEQ, "seq"),
+    b"salt": ("salt", _salt, "salt"),
+    b"cas": ("cas", _SEQ, "cas"),
 }
-_QUERY_TOP: dict[bytes, tuple[str, _Check]] = {
-    b"ro": ("read_only", _flag),
-    b"v": ("version", _string),
+_QUERY_TOP: dict[bytes, tuple[str, _Check, str]] = {
+    b"ro": ("read_only", _flag, "ro"),
+    b"v": ("version", _string, "v"),
 }
-_RESPONSE_FIELDS: dict[bytes, tuple[str, _Check]] = {
-    b"id": ("sender", _ID),
-    b"nodes": ("nodes", _nodes_of(False)),
-    b"nodes6": ("nodes6", _nodes_of(True)),
-    b"values": ("values", _values),
-    b"token": ("token", _string),
-    b"samples": ("samples", _samples),
-    b"interval": ("interval", _ranged("bad-number")),
-    b"num": ("num", _ranged("bad-number")),
-    b"k": ("key", _KEY),
-    b"sig": ("signature", _SIG),
-    b"seq": ("seq", _SEQ),
+_RESPONSE_FIELDS: dict[bytes, tuple[str, _Check, str]] = {
+    b"id": ("sender", _ID, "id"),
+    b"nodes": ("nodes", _nodes_of(False), "nodes"),
+    b"nodes6": ("nodes6", _nodes_of(True), "nodes6"),
+    b"values": ("values", _values, "values"),
+    b"token": ("token", _string, "token"),
+    b"samples": ("samples", _samples, "samples"),
+    b"interval": ("interval", _ranged("bad-number"), "interval"),
+    b"num": ("num", _ranged("bad-number"), "num"),
+    b"k": ("key", _KEY, "k"),
+    b"sig": ("signature", _SIG, "sig"),
+    b"seq": ("seq", _SEQ, "seq"),
 }
-_RESPONSE_TOP: dict[bytes, tuple[str, _Check]] = {
-    b"ip": ("ip", _ip),
-    b"v": ("version", _string),
+_RESPONSE_TOP: dict[bytes, tuple[str, _Check, str]] = {
+    b"ip": ("ip", _ip, "ip"),
+    b"v": ("version", _string, "v"),
 }
 
 
-def _fields(d: Mapping[bytes, Any], table: dict[bytes, tuple[str, _Check]]) -> dict[str, Any]:
+def _fields(d: Mapping[bytes, Any], table: dict[bytes, tuple[str, _Check, str]]) -> dict[str, Any]:
     out = {}
     for name, value in d.items():
         spec = table.get(name)
         if spec is not None:
-            out[spec[0]] = spec[1](name.decode(), value)
+            field_name, check, text = spec
+            out[field_name] = check(text, value)
     return out
 
 
@@ -622,6 +708,12 @@ def _raw_value(raw: bytes | None, fields: dict[str, Any]) -> None:
     fields["value"] = raw
 
 
+#: The methods we know, by their wire name (saves a decode per query).
+_METHOD_NAMES = {
+    m.encode(): m for m in (PING, FIND_NODE, GET_PEERS, ANNOUNCE_PEER, SAMPLE_INFOHASHES, GET, PUT)
+}
+
+
 def _query(msg: Mapping[bytes, Any], raw_v: dict[bytes, bytes], tid: bytes) -> Query:
     method = _string("q", msg[b"q"]) if b"q" in msg else None
     if method is None:
@@ -639,7 +731,7 @@ def _query(msg: Mapping[bytes, Any], raw_v: dict[bytes, bytes], tid: bytes) -> Q
     _raw_value(raw_v.get(b"a"), f)
     f.update(_fields(msg, _QUERY_TOP))
 
-    name = method.decode("ascii")
+    name = _METHOD_NAMES.get(method) or method.decode("ascii")
     if name in (FIND_NODE, GET, SAMPLE_INFOHASHES) and "target" not in f:
         raise _Invalid("missing", f"{name} without 'target'")
     if name in (GET_PEERS, ANNOUNCE_PEER) and "info_hash" not in f:
@@ -740,12 +832,6 @@ def _i(value: int) -> bytes:
     return b"i%de" % value
 
 
-def _edict(items: list[tuple[bytes, bytes]]) -> bytes:
-    """A bencoded dict from ``(key, encoded value)`` pairs, keys sorted as raw bytes."""
-    items.sort()
-    return b"d" + b"".join(_s(k) + v for k, v in items) + b"e"
-
-
 def _check_len(value: bytes, size: int, what: str) -> bytes:
     if not isinstance(value, bytes) or len(value) != size:
         raise LocalProtocolError(f"{what} must be {size} bytes")
@@ -773,79 +859,130 @@ def _check_int(value: int, what: str, low: int = 0, high: int = _MAX_INT) -> int
     return value
 
 
-def _item_pairs(
+def _item_fields(
     value: bytes | None, key: bytes | None, sig: bytes | None, seq: int | None
-) -> list[tuple[bytes, bytes]]:
-    out = []
-    if value is not None:
-        out.append((b"v", _check_raw_value(value)))
-    if key is not None:
-        out.append((b"k", _s(_check_len(key, KEY_SIZE, "'k'"))))
-    if sig is not None:
-        out.append((b"sig", _s(_check_len(sig, SIGNATURE_SIZE, "'sig'"))))
-    if seq is not None:
-        out.append((b"seq", _i(_check_int(seq, "'seq'", 0, MAX_SEQ))))
-    return out
+) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None]:
+    """The encoded BEP 44 ``v``, ``k``, ``sig``, ``seq`` (None where absent), checked."""
+    return (
+        None if value is None else _check_raw_value(value),
+        None if key is None else _s(_check_len(key, KEY_SIZE, "'k'")),
+        None if sig is None else _s(_check_len(sig, SIGNATURE_SIZE, "'sig'")),
+        None if seq is None else _i(_check_int(seq, "'seq'", 0, MAX_SEQ)),
+    )
 
 
 def _encode_query(q: Query) -> bytes:
+    # Checked in the order fields are listed, written in sorted key order
+    # (``cas id implied_port info_hash k port salt seed seq sig target token
+    # v want``; top level ``a q ro t v y``) without building pairs to sort.
     method = q.method.encode("ascii") if q.method.isascii() else b""
     if not 0 < len(method) <= MAX_METHOD:
         raise LocalProtocolError(f"bad method name {q.method!r}")
-    a = [(b"id", _s(_check_len(q.sender, ID_LENGTH, "sender id")))]
-    if q.target is not None:
-        a.append((b"target", _s(_check_len(q.target, ID_LENGTH, "'target'"))))
-    if q.info_hash is not None:
-        a.append((b"info_hash", _s(_check_len(q.info_hash, ID_LENGTH, "'info_hash'"))))
-    if q.want:
-        a.append((b"want", b"l" + b"".join(_s(w.encode()) for w in sorted(q.want)) + b"e"))
-    if q.token is not None:
-        a.append((b"token", _s(q.token)))
-    if q.port is not None:
-        a.append((b"port", _i(_check_int(q.port, "port", 1, 0xFFFF))))
-    if q.implied_port:
-        a.append((b"implied_port", b"i1e"))
-    if q.seed:
-        a.append((b"seed", b"i1e"))
-    a += _item_pairs(q.value, q.key, q.signature, q.seq)
+    sender = _check_len(q.sender, ID_LENGTH, "sender id")
+    target = None if q.target is None else _check_len(q.target, ID_LENGTH, "'target'")
+    info_hash = None if q.info_hash is None else _check_len(q.info_hash, ID_LENGTH, "'info_hash'")
+    want = b"l" + b"".join(_s(w.encode()) for w in sorted(q.want)) + b"e" if q.want else None
+    token = None if q.token is None else _s(q.token)
+    port = None if q.port is None else _i(_check_int(q.port, "port", 1, 0xFFFF))
+    value, key, sig, seq = _item_fields(q.value, q.key, q.signature, q.seq)
+    salt = None
     if q.salt is not None:
         if len(q.salt) > MAX_SALT:
             raise LocalProtocolError(f"'salt' is over {MAX_SALT} bytes")
-        a.append((b"salt", _s(q.salt)))
-    if q.cas is not None:
-        a.append((b"cas", _i(_check_int(q.cas, "'cas'", 0, MAX_SEQ))))
-    top = [(b"t", _s(q.tid)), (b"y", b"1:q"), (b"q", _s(method)), (b"a", _edict(a))]
+        salt = _s(q.salt)
+    cas = None if q.cas is None else _i(_check_int(q.cas, "'cas'", 0, MAX_SEQ))
+    out = [b"d1:ad"]
+    if cas is not None:
+        out += (b"3:cas", cas)
+    out += (b"2:id20:", sender)
+    if q.implied_port:
+        out.append(b"12:implied_porti1e")
+    if info_hash is not None:
+        out += (b"9:info_hash20:", info_hash)
+    if key is not None:
+        out += (b"1:k", key)
+    if port is not None:
+        out += (b"4:port", port)
+    if salt is not None:
+        out += (b"4:salt", salt)
+    if q.seed:
+        out.append(b"4:seedi1e")
+    if seq is not None:
+        out += (b"3:seq", seq)
+    if sig is not None:
+        out += (b"3:sig", sig)
+    if target is not None:
+        out += (b"6:target20:", target)
+    if token is not None:
+        out += (b"5:token", token)
+    if value is not None:
+        out += (b"1:v", value)
+    if want is not None:
+        out += (b"4:want", want)
+    out += (b"e1:q", _s(method))
     if q.read_only:
-        top.append((b"ro", b"i1e"))
+        out.append(b"2:roi1e")
+    out += (b"1:t", _s(q.tid))
     if q.version is not None:
-        top.append((b"v", _s(q.version)))
-    return _edict(top)
+        out += (b"1:v", _s(q.version))
+    out.append(b"1:y1:qe")
+    return b"".join(out)
 
 
 def _encode_response(r: Response) -> bytes:
-    body = [(b"id", _s(_check_len(r.sender, ID_LENGTH, "sender id")))]
-    if r.nodes:
-        body.append((b"nodes", _s(encode_nodes(r.nodes, v6=False))))
-    if r.nodes6:
-        body.append((b"nodes6", _s(encode_nodes(r.nodes6, v6=True))))
+    # As _encode_query: checks in field order, output in sorted key order
+    # (``id interval k nodes nodes6 num samples seq sig token v values``;
+    # top level ``ip r t v y``).
+    sender = _check_len(r.sender, ID_LENGTH, "sender id")
+    nodes = _s(encode_nodes(r.nodes, v6=False)) if r.nodes else None
+    nodes6 = _s(encode_nodes(r.nodes6, v6=True)) if r.nodes6 else None
+    values = None
     if r.values:
-        body.append((b"values", b"l" + b"".join(_s(compact_addr(a)) for a in r.values) + b"e"))
-    if r.token is not None:
-        body.append((b"token", _s(r.token)))
+        parts = [b"l"]
+        for addr in r.values:
+            raw = compact_addr(addr)
+            parts += (b"6:" if len(raw) == 6 else b"18:", raw)
+        parts.append(b"e")
+        values = b"".join(parts)
+    token = None if r.token is None else _s(r.token)
+    samples = None
     if r.samples or r.interval is not None or r.num is not None:
-        samples = b"".join(_check_len(s, ID_LENGTH, "a sample") for s in r.samples)
-        body.append((b"samples", _s(samples)))
-    if r.interval is not None:
-        body.append((b"interval", _i(_check_int(r.interval, "'interval'"))))
-    if r.num is not None:
-        body.append((b"num", _i(_check_int(r.num, "'num'"))))
-    body += _item_pairs(r.value, r.key, r.signature, r.seq)
-    top = [(b"t", _s(r.tid)), (b"y", b"1:r"), (b"r", _edict(body))]
-    if r.ip is not None:
-        top.append((b"ip", _s(compact_addr(r.ip))))
+        samples = _s(b"".join(_check_len(s, ID_LENGTH, "a sample") for s in r.samples))
+    interval = None if r.interval is None else _i(_check_int(r.interval, "'interval'"))
+    num = None if r.num is None else _i(_check_int(r.num, "'num'"))
+    value, key, sig, seq = _item_fields(r.value, r.key, r.signature, r.seq)
+    ip = None if r.ip is None else _s(compact_addr(r.ip))
+    out = [b"d"]
+    if ip is not None:
+        out += (b"2:ip", ip)
+    out += (b"1:rd2:id20:", sender)
+    if interval is not None:
+        out += (b"8:interval", interval)
+    if key is not None:
+        out += (b"1:k", key)
+    if nodes is not None:
+        out += (b"5:nodes", nodes)
+    if nodes6 is not None:
+        out += (b"6:nodes6", nodes6)
+    if num is not None:
+        out += (b"3:num", num)
+    if samples is not None:
+        out += (b"7:samples", samples)
+    if seq is not None:
+        out += (b"3:seq", seq)
+    if sig is not None:
+        out += (b"3:sig", sig)
+    if token is not None:
+        out += (b"5:token", token)
+    if value is not None:
+        out += (b"1:v", value)
+    if values is not None:
+        out += (b"6:values", values)
+    out += (b"e1:t", _s(r.tid))
     if r.version is not None:
-        top.append((b"v", _s(r.version)))
-    return _edict(top)
+        out += (b"1:v", _s(r.version))
+    out.append(b"1:y1:re")
+    return b"".join(out)
 
 
 def encode(msg: Message) -> bytes:
@@ -860,5 +997,5 @@ def encode(msg: Message) -> bytes:
     if isinstance(msg, Response):
         return _encode_response(msg)
     code = _check_int(msg.code, "error code", -_MAX_INT, _MAX_INT)
-    e = b"l" + _i(code) + _s(msg.message.encode("utf-8", "replace")) + b"e"
-    return _edict([(b"t", _s(msg.tid)), (b"y", b"1:e"), (b"e", e)])
+    text = _s(msg.message.encode("utf-8", "replace"))
+    return b"d1:eli%de%se1:t%s1:y1:ee" % (code, text, _s(msg.tid))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from core.errors import DhtError
 
-from .types import ID_LENGTH, BucketStats, NodeInfo, NodeState, distance
+from .types import ID_LENGTH, BucketStats, NodeInfo, NodeState
 
 #: Bits in an id; the table has at most this many buckets.
 ID_BITS = ID_LENGTH * 8
@@ -176,16 +176,65 @@ class RoutingTable:
     ) -> list[NodeInfo]:
         """The ``count`` members nearest ``target`` by XOR, nearest first; never bad ones.
 
-        A full sort: the table holds at most ``160 * k`` nodes, and an exact
-        answer is what lookups and ``find_node`` replies want.
+        Exact, like a full sort, without looking at the whole table: the
+        buckets order themselves by distance.  Let ``j`` be the bucket
+        ``target`` falls in.  Every member of bucket ``j`` shares more
+        leading bits with ``target`` than any other member does, so it is
+        nearer; members of the deeper buckets all differ from ``target``
+        first at bit ``j`` (they agree with our id there, ``target`` does
+        not), so together they come next; then bucket ``j - 1``, ``j - 2``
+        ... 0, each wholly farther than the one before.  Groups are taken in
+        that order until ``count`` members are found, and only their
+        members are judged and sorted: a ``find_node`` answer looks at about
+        ``k`` nodes instead of the ``160 * k`` a table may hold.
         """
         _check_id(target, "target")
         if count <= 0:
             return []
-        wanted = (NodeState.GOOD,) if good_only else (NodeState.GOOD, NodeState.QUESTIONABLE)
-        found = [e.info for e in self._members.values() if self._state(e, now) in wanted]
-        found.sort(key=lambda info: distance(info.id, target))
-        return found[:count]
+        target_int = int.from_bytes(target, "big")
+        buckets = self._buckets
+        last = len(buckets) - 1
+        home = min(ID_BITS - (self._own_int ^ target_int).bit_length(), last)
+        found: list[NodeInfo] = []
+        self._take(buckets[home].nodes, target_int, now, good_only, found)
+        if len(found) < count and home < last:
+            deeper = [e for b in buckets[home + 1 :] for e in b.nodes]
+            self._take(deeper, target_int, now, good_only, found)
+        index = home - 1
+        while len(found) < count and index >= 0:
+            self._take(buckets[index].nodes, target_int, now, good_only, found)
+            index -= 1
+        del found[count:]
+        return found
+
+    def _take(
+        self,
+        entries: list[NodeEntry],
+        target_int: int,
+        now: float,
+        good_only: bool,
+        into: list[NodeInfo],
+    ) -> None:
+        """Append the eligible ``entries`` to ``into``, nearest ``target_int`` first.
+
+        The state rules of :meth:`_state` written inline (this runs for every
+        ``find_node`` and ``get_peers`` we answer): bad is ``max_failures``
+        failures; good is an answer, no failure since, and a word within
+        ``stale_after``.
+        """
+        if good_only:
+            stale = self._stale_after
+            chosen = [
+                e
+                for e in entries
+                if e.failures == 0 and e.last_response is not None and now - e.last_seen < stale
+            ]
+        else:
+            limit = self._max_failures
+            chosen = [e for e in entries if e.failures < limit]
+        if len(chosen) > 1:
+            chosen.sort(key=lambda e: int.from_bytes(e.info.id, "big") ^ target_int)
+        into.extend(e.info for e in chosen)
 
     # ------------------------------------------------------------------ events
 
@@ -439,11 +488,20 @@ class RoutingTable:
         self._park(bucket, entry)
         if not offer_pings:
             return []
+        # Questionable (neither bad nor good, see _state) and due a ping, inline:
+        # every query from a stranger near a full bucket comes through here.
+        limit = self._max_failures
+        stale = self._stale_after
+        interval = self._ping_interval
         pings = [
             e
             for e in bucket.nodes
-            if self._state(e, now) is NodeState.QUESTIONABLE and self._ping_due(e, now)
+            if e.failures < limit
+            and (e.failures or e.last_response is None or not now - e.last_seen < stale)
+            and (e.last_ping is None or now - e.last_ping >= interval)
         ]
+        if not pings:
+            return []
         pings.sort(key=lambda e: e.last_seen)
         for e in pings:
             e.last_ping = now
@@ -495,7 +553,7 @@ class RoutingTable:
             victim = self._eviction_victim(cache)
             if victim is None or (entry.last_response is None and victim.last_response is not None):
                 return  # an unanswered newcomer does not push out nodes that answered
-            self._drop_spare(victim)
+            self._drop_spare(victim, bucket)
         cache.insert(0, entry)
         self._spares[entry.info.id] = entry
         self._by_addr[entry.info.addr] = entry.info.id
@@ -514,12 +572,26 @@ class RoutingTable:
 
     def _drop_member(self, entry: NodeEntry) -> None:
         bucket = self._buckets[self._index(entry.info.id)]
-        bucket.nodes.remove(entry)
+        _remove(bucket.nodes, entry)
         del self._members[entry.info.id]
         del self._by_addr[entry.info.addr]
 
-    def _drop_spare(self, entry: NodeEntry) -> None:
-        bucket = self._buckets[self._index(entry.info.id)]
-        bucket.replacements.remove(entry)
+    def _drop_spare(self, entry: NodeEntry, bucket: _Bucket | None = None) -> None:
+        if bucket is None:
+            bucket = self._buckets[self._index(entry.info.id)]
+        _remove(bucket.replacements, entry)
         del self._spares[entry.info.id]
         del self._by_addr[entry.info.addr]
+
+
+def _remove(entries: list[NodeEntry], entry: NodeEntry) -> None:
+    """Remove ``entry`` itself from ``entries``, looking from the end.
+
+    By identity: ``list.remove`` would compare field by field with every
+    entry before it, and evictions take the oldest, last one.
+    """
+    for i in range(len(entries) - 1, -1, -1):
+        if entries[i] is entry:
+            del entries[i]
+            return
+    raise ValueError("entry not in the list")
