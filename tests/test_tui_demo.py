@@ -1,8 +1,9 @@
 """The offline demo swarm (``torrent-tui --demo``): it starts, serves, bans, and cleans up.
 
-Every test starts the real swarm (four seeding clients and the tracker on
-127.0.0.1, about 40 MiB of generated content) in a temporary directory and
-downloads from it with a real client, as the app's engine would.
+Every test starts the real swarm (four seeding clients with their own small
+DHT and the tracker on 127.0.0.1, about 40 MiB of generated content) in a
+temporary directory and downloads from it with a real client, as the app's
+engine would.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pytest
 
 from core.config import ClientConfig
 from core.engine.client import Client
-from core.events import PeerConnected, PeerSource, PieceHashFailed
+from core.engine.dht_torrent import DHT_URL
+from core.events import DhtPeersFound, PeerConnected, PeerSource, PieceHashFailed
 from core.formats.magnet import parse_magnet
 from core.formats.metainfo import Metainfo
 from core.stats import TorrentState
@@ -35,6 +37,7 @@ from tui.demo import (
     Demo,
     DemoEngine,
     demo_session,
+    join_dht,
     start_demo,
 )
 from tui.demo_tracker import DemoTracker
@@ -138,9 +141,15 @@ async def test_everything_stays_on_loopback(tmp_path: Path) -> None:
             for name, client in demo.seeders.items():
                 cfg = client.config
                 assert cfg.listen_addresses == (LOOPBACK,), name
-                assert not cfg.dht and not cfg.pex, name
+                assert not cfg.pex, name
+                # A DHT of the demo's own: no public router, a socket on
+                # loopback; the bad peer keeps out of it (tracker only).
+                assert cfg.dht_bootstrap_nodes == (), name
+                assert cfg.dht == (name != "mallory"), name
+                assert client.dht is None or client.dht.state == "ok", name
                 bound = [s.getsockname()[0] for srv in client._servers for s in srv.sockets]
                 assert bound == [LOOPBACK], name
+                assert [m.local_address[0] for m in client._udp] in ([LOOPBACK], []), name
                 assert cfg.data_dir.is_relative_to(tmp_path)
                 assert cfg.download_dir.is_relative_to(tmp_path)
             assert urlsplit(demo.tracker.url).hostname == LOOPBACK
@@ -149,13 +158,15 @@ async def test_everything_stays_on_loopback(tmp_path: Path) -> None:
                     assert urlsplit(url).hostname == LOOPBACK
                 if t.magnet is not None:
                     m = parse_magnet(t.magnet)
-                    assert all(host == LOOPBACK for host, _ in m.peer_addresses)
-                    assert all(urlsplit(u).hostname == LOOPBACK for u in m.trackers)
+                    assert m.peer_addresses == () and m.trackers == ()  # the DHT finds it
             for swarm in demo.tracker.swarms.values():
                 assert {host for host, _, _ in swarm.peers.values()} == {LOOPBACK}
+            assert len(demo.dht_nodes) == len(demo.seeders) - 1
+            assert all(urlsplit(f"//{n}").hostname == LOOPBACK for n in demo.dht_nodes)
             user = demo.user_config()
             assert user.listen_addresses == (LOOPBACK,)
-            assert not user.dht and not user.pex
+            assert not user.pex
+            assert user.dht and user.dht_bootstrap_nodes == ()  # join_dht() adds the seeders
             assert user.data_dir.is_relative_to(tmp_path)
             assert user.download_dir.is_relative_to(tmp_path)
             assert user.download_rate_limit == DEMO_DOWNLOAD_LIMIT
@@ -206,7 +217,7 @@ async def test_bad_peer_is_banned_and_honest_peers_complete(tmp_path: Path) -> N
 async def test_peers_are_found_through_the_tracker(tmp_path: Path) -> None:
     async with asyncio.timeout(40):
         demo = await start_demo(tmp_path)
-        client = Client(demo.user_config(download_rate_limit=None))
+        client = Client(demo.user_config(download_rate_limit=None, dht=False))
         try:
             await client.start()
             sub = client.bus.subscribe(kinds=[PeerConnected])
@@ -231,6 +242,40 @@ async def test_peers_are_found_through_the_tracker(tmp_path: Path) -> None:
             # The tracker learnt of us too (as a leecher, then completed).
             swarm = demo.tracker.swarms[album.info_hash.wire]
             assert client.peer_id in swarm.peers
+        finally:
+            await client.close()
+            await demo.close()
+
+
+async def test_a_bare_magnet_is_found_through_the_demo_dht(tmp_path: Path) -> None:
+    """The soundtrack's magnet has only its info-hash: the DHT gives peers, they the metadata."""
+    if not hasattr(Client, "add_magnet"):
+        pytest.skip("the engine cannot add magnet links")
+    async with asyncio.timeout(40):
+        demo = await start_demo(tmp_path)
+        client = Client(demo.user_config(download_rate_limit=None))
+        try:
+            await client.start()
+            assert await join_dht(client, demo.dht_nodes)
+            assert client.dht is not None and client.dht.state == "ok"
+            sub = client.bus.subscribe(kinds=[DhtPeersFound])
+            (offered,) = [t for t in demo.torrents if t.magnet is not None]
+            t = await client.add_magnet(offered.source)
+            await asyncio.wait_for(t.wait_complete(), 20)
+            assert tree_digest(client.config.download_dir / offered.name) == tree_digest(
+                demo.content_dir / offered.name
+            )
+            (row,) = t.trackers()  # no tracker: the DHT row alone
+            assert (row.url, row.tier, row.last_result) == (DHT_URL, -1, "ok")
+            assert row.peers_received == len(offered.seeders)
+            # Found through the DHT (whichever end then dialled: our announce
+            # also makes the seeders dial us).
+            found = []
+            while (event := sub.get_nowait()) is not None:
+                assert isinstance(event, DhtPeersFound)
+                found.append(event)
+            assert found and {e.info_hash for e in found} == {t.info_hash}
+            assert max(e.total for e in found) == len(offered.seeders)
         finally:
             await client.close()
             await demo.close()
@@ -307,6 +352,10 @@ async def test_demo_engine_adds_every_torrent_with_the_skip(tmp_path: Path) -> N
             cfg: ClientConfig = engine.client.config
             assert cfg.data_dir.is_relative_to(tmp_path)
             assert cfg.download_dir.is_relative_to(tmp_path)
+            # Its DHT joined the seeders' before the torrents were added.
+            status = engine.status()
+            assert status.dht_state == "ok"
+            assert status.dht_good_nodes == status.dht_nodes == len(demo.dht_nodes)
             album = demo.torrent("Photo Album 2023")
             t = engine.client.torrent(album.info_hash)
             assert t is not None
@@ -383,7 +432,7 @@ async def test_the_magnet_torrent_fetches_metadata_and_completes(tmp_path: Path)
             assert offered.source == offered.magnet
             m = parse_magnet(offered.source)
             assert m.info_hash == offered.info_hash
-            assert m.peer_addresses == (demo.peers[offered.seeders[0]],)
+            assert m.peer_addresses == () and m.trackers == ()
             t = engine.client.torrent(offered.info_hash)
             assert t is not None
             await asyncio.wait_for(t.wait_complete(), 20)

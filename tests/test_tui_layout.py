@@ -42,7 +42,9 @@ BUSY = GlobalStatus(
     session_downloaded=1023 * (1 << 40),
     session_uploaded=999 * (1 << 30),
     errors=12,
-    dht_nodes=31337,
+    dht_nodes=9999,
+    dht_good_nodes=9999,
+    dht_state="bootstrapping",  # its longest text: "DHT 9999/9999…"
 )
 
 

@@ -404,6 +404,8 @@ class TorrentApp(App[None]):
                 "download_dir",
                 "max_connections",
                 "max_connections_per_torrent",
+                "dht",
+                "dht_bootstrap_nodes",
             )
             if getattr(client, name) != getattr(old.client, name)
         ]

@@ -30,6 +30,7 @@ from textual.timer import Timer
 
 from core.bus import Subscription, SubscriptionClosed
 from core.events import (
+    DhtBootstrapped,
     Edge,
     Event,
     Lagged,
@@ -46,8 +47,8 @@ from .model import GlobalStatus, TorrentDetails
 
 log = logging.getLogger(__name__)
 
-#: Edges after which the table should not wait for the next tick.
-_PROMPT = (TorrentAdded, TorrentRemoved, TorrentStateChanged, MetadataReceived)
+#: Edges after which the table (or the status pane's DHT cell) should not wait for the next tick.
+_PROMPT = (TorrentAdded, TorrentRemoved, TorrentStateChanged, MetadataReceived, DhtBootstrapped)
 
 
 class Refreshed(Message):

@@ -18,6 +18,12 @@ loop, under a temporary directory:
   few seconds into the demo (see :mod:`core.engine.blame`);
 * a tiny HTTP tracker (:mod:`tui.demo_tracker`) in the torrents, so peers
   are found through the Trackers tab too;
+* a small DHT of its own: the honest seeders and the user's client run the
+  real DHT on 127.0.0.1, introduced to each other (never to the public routers),
+  so the status pane counts real nodes, each torrent's Trackers tab has a
+  working ``** [DHT] **`` row, and the soundtrack's magnet link carries
+  nothing but its info-hash and name: its peers and its metadata come
+  through the DHT alone, as with most magnets pasted from the web;
 * once the user's client runs, a leecher that knows only the user and
   slowly downloads the movie from it, so the Up column, the upload sparkline
   and the ratio move too;
@@ -26,8 +32,9 @@ loop, under a temporary directory:
   a minute or two: the album completes first, the movie downloads with its
   "Making Of" skipped, the ISO crawls from the slow seeder.
 
-Everything listens on 127.0.0.1 only, with DHT and PEX off: the demo never
-talks to anything outside the machine.  The swarm part imports only ``core``
+Everything listens on 127.0.0.1 only, with PEX off and a DHT that knows
+only the demo's own nodes: the demo never talks to anything outside the
+machine.  The swarm part imports only ``core``
 (tests use it without Textual); :func:`run_demo_app` imports the app lazily.
 """
 
@@ -57,11 +64,13 @@ from .engine import RealEngine
 
 __all__ = [
     "DEMO_DOWNLOAD_LIMIT",
+    "DHT_WAIT",
     "Demo",
     "DemoEngine",
     "DemoTorrent",
     "demo_session",
     "demo_user_config",
+    "join_dht",
     "run_demo_app",
     "start_demo",
 ]
@@ -84,6 +93,9 @@ LEECHER_DOWNLOAD_LIMIT = 160 * KIB
 CREATION_DATE = 1_700_000_000
 #: Seconds start_demo waits for every seeder to reach the tracker.
 TRACKER_WAIT = 5.0
+#: Seconds a demo client waits for its DHT to find the others, and
+#: start_demo for the seeders' first DHT announces.
+DHT_WAIT = 5.0
 
 
 # --------------------------------------------------------------------------- content
@@ -97,13 +109,19 @@ class _PeerSpec:
     client_name: str  # ``v`` in its extension handshake: the Peers tab shows it
     upload_limit: int | None = None
     bad: bool = False
+    #: Runs a DHT node.  The bad peer does not: a DHT seeder hears the user
+    #: announce and dials back, and a liar with two connections to the user
+    #: mixes its own data with itself (``failed pieces 21 (with 1 other)``)
+    #: and is banned later, on another endpoint.  Found by the tracker alone,
+    #: it keeps the one connection its story needs.
+    dht: bool = True
 
 
 _PEERS = (
     _PeerSpec("alice", "demo seed alice"),
     _PeerSpec("bob", "demo seed bob"),
     _PeerSpec("slow", "demo slow seed", upload_limit=SLOW_UPLOAD_LIMIT),
-    _PeerSpec("mallory", "demo bad peer", bad=True),
+    _PeerSpec("mallory", "demo bad peer", bad=True, dht=False),
 )
 
 
@@ -113,7 +131,9 @@ class _TorrentSpec:
     piece_length: int
     seeders: tuple[str, ...]
     comment: str
-    magnet: bool = False  # offer it as a magnet link (when the engine supports it)
+    #: Offer it as a magnet link with only its info-hash and name (when the
+    #: engine can add magnets): peers and metadata come from the DHT.
+    magnet: bool = False
     skip: tuple[str, ...] = ()  # paths the demo user sets to "skip"
 
     @property
@@ -179,7 +199,7 @@ def _soundtrack() -> _TorrentSpec:
         files=files,
         piece_length=128 * KIB,
         seeders=("alice", "bob"),
-        comment="Demo content: offered as a magnet link",
+        comment="Demo content: offered as a magnet link found through the DHT",
         magnet=True,
     )
 
@@ -268,8 +288,8 @@ class DemoTorrent:
     info_hash: InfoHash
     torrent_file: Path
     metainfo: Metainfo
-    #: A magnet link (x.pe -> a seeder, tr -> the demo tracker) when the
-    #: demo offers this torrent by magnet; ``None`` means add the file.
+    #: A magnet link (info-hash and name only: the DHT finds the rest) when
+    #: the demo offers this torrent by magnet; ``None`` means add the file.
     magnet: str | None
     #: File indices (into the info dict's file list) the demo sets to skip.
     skip: tuple[int, ...]
@@ -312,6 +332,11 @@ class Demo:
         return {name: (LOOPBACK, c.listen_port) for name, c in self.seeders.items()}
 
     @property
+    def dht_nodes(self) -> tuple[str, ...]:
+        """The seeders' DHT nodes as ``host:port`` (the bad peer has none): where a DHT starts."""
+        return tuple(f"{LOOPBACK}:{c.dht.port}" for c in self.seeders.values() if c.dht is not None)
+
+    @property
     def bad_peer(self) -> tuple[str, int]:
         """The address of the peer that sends corrupt data."""
         return self.peers["mallory"]
@@ -323,7 +348,7 @@ class Demo:
         raise KeyError(name)
 
     def user_config(self, **overrides: Any) -> ClientConfig:
-        """The user's client in this demo; see :func:`demo_user_config`."""
+        """The user's client in this demo; see :func:`demo_user_config` (and :func:`join_dht`)."""
         return demo_user_config(self.root, **overrides)
 
     async def start_leecher(
@@ -333,8 +358,9 @@ class Demo:
 
         Without it the user would never upload (every other peer is a seed),
         and the Up column, upload sparkline and ratio would stay empty.  It
-        knows no tracker, only ``user``, so everything it gets is the user's
-        upload; its download limit keeps that going for the whole demo.
+        knows no tracker and no DHT, only ``user``, so everything it gets is
+        the user's upload; its download limit keeps that going for the whole
+        demo.
         """
         if self._closed:
             raise RuntimeError("the demo is closed")
@@ -344,6 +370,7 @@ class Demo:
                 _seeder_config(self.root, spec),
                 download_dir=self.root / "swarm" / spec.name / "downloads",
                 download_rate_limit=LEECHER_DOWNLOAD_LIMIT,
+                dht=False,
             )
         )
         self.leechers[spec.name] = client
@@ -373,16 +400,19 @@ class Demo:
 def demo_user_config(root: Path, **overrides: Any) -> ClientConfig:
     """The user's client in a demo under ``root``: state and downloads there too.
 
-    Never the user's real config or data dir; loopback only, no DHT or PEX;
-    downloads limited to :data:`DEMO_DOWNLOAD_LIMIT` unless overridden
-    (tests pass ``download_rate_limit=None``).
+    Never the user's real config or data dir; loopback only, no PEX, a DHT
+    with no bootstrap node (the demo's nodes are known once its swarm runs;
+    :func:`join_dht` adds them to the running client); downloads limited to
+    :data:`DEMO_DOWNLOAD_LIMIT` unless overridden (tests pass
+    ``download_rate_limit=None``).
     """
     values: dict[str, Any] = {
         "listen_addresses": (LOOPBACK,),
         "listen_port": 0,
         "data_dir": Path(root) / "you" / "state",
         "download_dir": Path(root) / "downloads",
-        "dht": False,
+        "dht": True,
+        "dht_bootstrap_nodes": (),
         "pex": False,
         "utp": False,
         "download_rate_limit": DEMO_DOWNLOAD_LIMIT,
@@ -398,7 +428,8 @@ def _seeder_config(root: Path, peer: _PeerSpec) -> ClientConfig:
         listen_port=0,
         data_dir=root / "swarm" / peer.name,
         download_dir=root / "swarm" / "content",
-        dht=False,
+        dht=peer.dht,
+        dht_bootstrap_nodes=(),  # start_demo introduces the seeders to each other
         pex=False,
         utp=False,
         upload_rate_limit=peer.upload_limit,
@@ -431,6 +462,9 @@ async def start_demo(root: Path, *, offer_magnets: bool | None = None) -> Demo:
             client = Client(_seeder_config(root, peer))
             demo.seeders[peer.name] = client
             await client.start()
+        # Before the torrents: their first DHT announce needs a working DHT.
+        nodes = demo.dht_nodes
+        await asyncio.gather(*(join_dht(c, nodes) for c in demo.seeders.values()))
         adds = []
         for spec, mi in zip(specs, metas, strict=True):
             for name in spec.seeders:
@@ -446,6 +480,7 @@ async def start_demo(root: Path, *, offer_magnets: bool | None = None) -> Demo:
             for spec, mi in zip(specs, metas, strict=True)
         )
         await _wait_for_tracker(demo)
+        await _wait_for_dht_announces(demo)
     except BaseException:
         await demo.close()
         raise
@@ -456,13 +491,7 @@ def _demo_torrent(demo: Demo, spec: _TorrentSpec, mi: Metainfo, *, magnet: bool)
     paths = {"/".join((mi.info.name, *f.path)): i for i, f in enumerate(mi.info.files)}
     uri = None
     if magnet:
-        host, port = demo.peers[spec.seeders[0]]
-        uri = Magnet(
-            mi.info_hash,
-            display_name=mi.info.name,
-            trackers=(demo.tracker.url,),
-            peers=(f"{host}:{port}",),
-        ).uri()
+        uri = Magnet(mi.info_hash, display_name=mi.info.name).uri()
     return DemoTorrent(
         name=spec.name,
         info_hash=mi.info_hash,
@@ -490,6 +519,57 @@ async def _wait_for_tracker(demo: Demo) -> None:
         await asyncio.sleep(0.05)
 
 
+async def join_dht(client: Client, nodes: Sequence[str], timeout: float = DHT_WAIT) -> bool:
+    """Start ``client``'s DHT from ``nodes`` (``host:port``); wait until it works (``timeout``).
+
+    The demo's clients have no bootstrap node in their config: their ports
+    are only known once they run, and bootstrap nodes are routers, which
+    never enter a routing table (as in libtorrent), so a DHT whose every
+    member is a router would keep its tables empty.  Each is introduced to
+    the others here instead, as plain nodes (``Client.add_dht_nodes``).
+    True once some node answered; False without a DHT or in time.
+    """
+    dht = client.dht
+    if dht is None:
+        return False
+    own = f"{LOOPBACK}:{dht.port}"
+    others = [n for n in nodes if n != own]
+    if not others:
+        return False
+    client.add_dht_nodes(others)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while dht.state != "ok" and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    return dht.state == "ok"
+
+
+async def _wait_for_dht_announces(demo: Demo) -> None:
+    """Wait (briefly) until every seeder has announced every torrent it seeds to the DHT.
+
+    A user's client that looked a torrent up first would find nobody and
+    look again only a minute later (the magnet would sit there meanwhile).
+    """
+    torrents = [
+        t
+        for client in demo.seeders.values()
+        if client.dht is not None
+        for t in client.torrents.values()
+    ]
+
+    def announced() -> bool:
+        for t in torrents:
+            rows = [r for r in t.trackers() if r.tier < 0]
+            if rows and not rows[0].last_result:
+                return False
+        return True
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DHT_WAIT
+    while not announced() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+
+
 @asynccontextmanager
 async def demo_session(*, offer_magnets: bool | None = None) -> AsyncIterator[Demo]:
     """A demo in a fresh temporary directory, stopped and deleted on exit."""
@@ -513,7 +593,8 @@ class DemoEngine(RealEngine):
     The swarm must run in the app's own asyncio loop (Textual owns it), so
     it starts here, in :meth:`start`, rather than before the app.  The user's
     client gets :func:`demo_user_config` and no session file: nothing of the
-    user's real settings or state is read or written.  Each demo torrent is
+    user's real settings or state is read or written.  Its DHT joins the
+    seeders' (:func:`join_dht`) before any torrent is added.  Each demo torrent is
     added the way a user would: a .torrent path or a magnet link, with the
     movie's "Making Of" set to skip; then the leecher joins, so the user
     uploads as well.  ``add_torrents=False`` leaves the table empty (and
@@ -538,6 +619,7 @@ class DemoEngine(RealEngine):
         self.demo = await start_demo(self.root, offer_magnets=self._offer_magnets)
         try:
             await super().start()
+            await join_dht(self.client, self.demo.dht_nodes)
             if self._add_torrents:
                 for t in self.demo.torrents:
                     await self.add(t.source, file_priorities=t.file_priorities)

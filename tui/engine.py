@@ -221,6 +221,8 @@ class RealEngine:
             session_uploaded=snap.bytes_uploaded,
             errors=errors + self._errors,
             dht_nodes=snap.dht_nodes,
+            dht_good_nodes=snap.dht_good_nodes,
+            dht_state=snap.dht_state,
         )
 
     def details(self, ih: InfoHash) -> TorrentDetails | None:

@@ -10,6 +10,11 @@ It also records every action (``calls``), can be told to fail one
 (``metadata_gate``), and publishes edge events on a real
 :class:`core.bus.EventBus` (``emit``) so the bridge is exercised as it is
 with the real engine.
+
+Its DHT is scripted too (:attr:`FakeScript.dht`, :meth:`FakeEngine.set_dht`):
+node counts that move a little with each tick, a ``** [DHT] **`` row in the
+Trackers tab of every public torrent and ``dht`` peers, and none of that
+for private torrents, which never use the DHT (BEP 27).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from core.bus import EventBus, Subscription
 from core.errors import TorrentError
 from core.events import (
+    DhtBootstrapped,
     Event,
     PeerRow,
     PeerSource,
@@ -36,7 +42,16 @@ from core.types import InfoHash, PiecePriority
 
 from .engine import classify_source, priority_change
 from .engine_views import with_wanted
-from .model import FileRow, GlobalStatus, PieceCell, PieceMap, TorrentDetails, TorrentInfoView
+from .model import (
+    DHT_STATES,
+    DHT_URL,
+    FileRow,
+    GlobalStatus,
+    PieceCell,
+    PieceMap,
+    TorrentDetails,
+    TorrentInfoView,
+)
 
 #: Wall-clock base of every fake timestamp (2023-11-14 22:13:20 UTC).
 BASE_TIME = 1_700_000_000.0
@@ -98,6 +113,12 @@ class FakeScript:
     files: int = 9
     listen_port: int = 51413
     free_disk: int | None = 412 << 30
+    #: The DHT's state as the status pane shows it (one of ``tui.model.DHT_STATES``).
+    dht: str = "ok"
+
+    def __post_init__(self) -> None:
+        if self.dht not in DHT_STATES:
+            raise ValueError(f"dht: {self.dht!r} is not one of {', '.join(DHT_STATES)}")
 
 
 def _ih(n: int) -> InfoHash:
@@ -132,6 +153,8 @@ class _FakeTorrent:
     upload_limit: int | None = None
     magnet: bool = False
     checked: float = 0.0
+    #: BEP 27: no DHT row, no DHT or PEX peers.
+    private: bool = False
 
 
 @dataclass(slots=True)
@@ -153,8 +176,13 @@ class FakeEngine:
     _torrents: dict[InfoHash, _FakeTorrent] = field(default_factory=dict)
     _next: int = 0
     _limits: tuple[int | None, int | None] = (None, None)
+    #: The DHT's state now (starts as the script's; :meth:`set_dht` moves it).
+    dht_state: str = ""
+    #: Ticks at the last :meth:`set_dht`: a bootstrap's nodes grow from there.
+    _dht_since: int = 0
 
     def __post_init__(self) -> None:
+        self.dht_state = self.dht_state or self.script.dht
         for _ in range(self.script.torrents):
             self._make_torrent()
 
@@ -195,7 +223,9 @@ class FakeEngine:
             added_time=BASE_TIME + n * 3700,
             error="disk full: No space left on device" if state is TorrentState.ERROR else None,
         )
-        ft = _FakeTorrent(row, self._done_files(files, done), piece_length, magnet=magnet)
+        ft = _FakeTorrent(
+            row, self._done_files(files, done), piece_length, magnet=magnet, private=n % 4 == 1
+        )
         self._torrents[ih] = ft
         return ft
 
@@ -243,6 +273,27 @@ class FakeEngine:
         if state in (TorrentState.PAUSED, TorrentState.ERROR):
             ft.row = replace(ft.row, down_rate=0.0, up_rate=0.0, peers=0, seeds=0, eta=None)
         self.emit(TorrentStateChanged(ih, old, state, error))
+
+    def set_dht(self, state: str) -> None:
+        """Move the DHT to ``state``; ending a bootstrap says so on the bus, as the engine does."""
+        if state not in DHT_STATES:
+            raise ValueError(f"{state!r} is not one of {', '.join(DHT_STATES)}")
+        old, self.dht_state, self._dht_since = self.dht_state, state, self.ticks
+        if old == "bootstrapping" and state in ("ok", "failed"):
+            good, _ = self._dht_nodes()
+            self.emit(DhtBootstrapped(good, state == "ok"))
+
+    def _dht_nodes(self) -> tuple[int, int]:
+        """``(good, total)`` routing-table nodes: deterministic, moving a little per tick."""
+        t = self.ticks
+        if self.dht_state == "ok":
+            return 140 + t % 5, 205 + (t * 3) % 7
+        if self.dht_state == "bootstrapping":
+            grown = t - self._dht_since
+            return min(grown, 8), min(3 * grown, 40)
+        if self.dht_state == "failed":
+            return 0, 4  # the bootstrap routers, never answering
+        return 0, 0
 
     def info_hashes(self) -> list[InfoHash]:
         return list(self._torrents)
@@ -294,7 +345,9 @@ class FakeEngine:
             session_downloaded=done // 3,
             session_uploaded=done // 5,
             errors=sum(1 for r in rows if r.state is TorrentState.ERROR),
-            dht_nodes=0,
+            dht_nodes=self._dht_nodes()[1],
+            dht_good_nodes=self._dht_nodes()[0],
+            dht_state=self.dht_state,
         )
 
     def details(self, ih: InfoHash) -> TorrentDetails | None:
@@ -322,11 +375,14 @@ class FakeEngine:
         for i in range(self.script.peers):
             k = i + seed
             rate_step = (k * 7 + self.ticks) % 11
+            source = _SOURCES[k % len(_SOURCES)]
+            if ft.private and source in (PeerSource.DHT, PeerSource.PEX):
+                source = PeerSource.TRACKER
             rows.append(
                 PeerRow(
                     address=(f"10.{k % 7}.{(k * 13) % 256}.{(k * 29) % 254 + 1}", 6881 + k % 50),
                     client=_CLIENTS[k % len(_CLIENTS)],
-                    source=_SOURCES[k % len(_SOURCES)],
+                    source=source,
                     transport="utp" if k % 3 == 0 else "tcp",
                     encrypted=k % 2 == 0,
                     progress=1.0 if k % 4 == 0 else ((k * 17) % 100) / 100,
@@ -366,7 +422,36 @@ class FakeEngine:
                     failures=2 if failing else 0,
                 )
             )
+        dht = self._dht_row(ft)
+        if dht is not None:
+            out.append(dht)  # last, as the engine lists it: the table puts it first
         return tuple(out)
+
+    def _dht_row(self, ft: _FakeTorrent) -> TrackerStatus | None:
+        """The ``** [DHT] **`` row of a public torrent while the DHT is on."""
+        if ft.private or self.dht_state == "off":
+            return None
+        added = ft.row.added_time
+        if self.dht_state == "bootstrapping":
+            return TrackerStatus(url=DHT_URL, tier=-1)
+        if self.dht_state == "failed":
+            return TrackerStatus(
+                url=DHT_URL,
+                tier=-1,
+                last_announce=added + 30,
+                last_result="error",
+                next_announce=added + 30 + 120,
+                last_error="no DHT node answered",
+                failures=3,
+            )
+        return TrackerStatus(
+            url=DHT_URL,
+            tier=-1,
+            last_announce=added + 45,
+            last_result="ok",
+            next_announce=added + 45 + 900,
+            peers_received=17 + ft.row.size % 40,
+        )
 
     def _pieces(self, ft: _FakeTorrent) -> PieceMap:
         pl = ft.piece_length
@@ -407,7 +492,7 @@ class FakeEngine:
             comment="Generated by the fake engine",
             created_by="pytorrent 0.1",
             creation_date=int(ft.row.added_time) - 86400,
-            private=ft.row.size % 2 == 0,
+            private=ft.private,
             magnet=f"magnet:?xt=urn:btih:{ih.hex()}&dn={ft.row.name}",
             bytes_done=ft.row.bytes_done,
             wanted_size=sum(f.size for f in wanted),

@@ -20,6 +20,8 @@ from core.tracker.types import TrackerStatus
 from core.types import InfoHash, PiecePriority
 
 __all__ = [
+    "DHT_STATES",
+    "DHT_URL",
     "FileRow",
     "GlobalStatus",
     "PeerRow",
@@ -140,6 +142,14 @@ class TorrentDetails:
     upload_limit: int | None = None
 
 
+#: What :attr:`GlobalStatus.dht_state` can say (``core.events.ClientSnapshot.dht_state``).
+DHT_STATES = ("off", "bootstrapping", "ok", "failed")
+
+#: The URL of the DHT's row in a torrent's trackers (``Torrent.trackers()``, tier -1),
+#: qBittorrent's name for it.
+DHT_URL = "** [DHT] **"
+
+
 @dataclass(frozen=True, slots=True)
 class GlobalStatus:
     """The status pane: totals for the whole client."""
@@ -154,7 +164,13 @@ class GlobalStatus:
     session_downloaded: int
     session_uploaded: int
     errors: int
+    #: Nodes in the DHT's routing tables, and of those the good ones (they
+    #: answered us recently, BEP 5): the "143/210" the status pane shows.
     dht_nodes: int = 0
+    dht_good_nodes: int = 0
+    #: One of :data:`DHT_STATES`: "off" (disabled, or it could not start),
+    #: "bootstrapping" (joining), "ok" (some node answered), "failed" (none did).
+    dht_state: str = "off"
 
     @property
     def ratio(self) -> float:

@@ -7,17 +7,22 @@ screen can never accept what the engine would refuse on the next start.
 The first problem is shown under the form and nothing is returned until it
 is fixed.  The app applies what it can live (limits, theme, refresh rate)
 and saves the file.
+
+The form scrolls between a fixed title and fixed buttons, so on a small
+terminal (80x24) Save and Cancel stay on screen however many settings
+there are.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
@@ -25,6 +30,24 @@ from core.config import ClientConfig
 from core.errors import ConfigError
 from tui import format as fmt
 from tui.settings import THEMES, Settings, TuiSettings
+
+#: Bootstrap nodes are typed on one line, separated by commas and/or spaces.
+_NODE_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def parse_nodes(text: str) -> tuple[str, ...]:
+    """``"a:1, b:2"`` -> ``("a:1", "b:2")``; empty means none.
+
+    Only splits: whether each is a usable ``host:port`` is
+    :class:`ClientConfig`'s to say (``dht_bootstrap_nodes``), so the form
+    and the config file refuse the same things.
+    """
+    return tuple(part for part in _NODE_SEPARATORS.split(text) if part)
+
+
+def format_nodes(nodes: tuple[str, ...]) -> str:
+    """The field's text for ``nodes``: read back by :func:`parse_nodes` to the same tuple."""
+    return ", ".join(nodes)
 
 
 class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
@@ -43,9 +66,10 @@ class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
         c = self.settings.client
         t = self.settings.tui
         with Vertical(classes="dialog", id="settings-box"):
-            yield Label("Settings", classes="dialog-title")
-            yield Label(str(self.settings.path), id="settings-path", classes="dim")
-            with Grid(id="settings-grid"):
+            with Vertical(id="settings-head"):
+                yield Label("Settings", classes="dialog-title")
+                yield Label(str(self.settings.path), id="settings-path", classes="dim")
+            with VerticalScroll(id="settings-form"), Grid(id="settings-grid"):
                 yield Label("Download directory")
                 yield Input(str(c.download_dir), id="set-download_dir", compact=True)
                 yield Label("Listen port (0 = any)")
@@ -74,6 +98,15 @@ class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
                 yield Label("Seed after downloading")
                 # A checkbox with an empty label renders as a clipped "▐X…".
                 yield Checkbox("keep uploading once complete", c.seed, id="set-seed", compact=True)
+                yield Label("DHT")
+                yield Checkbox("find peers without trackers", c.dht, id="set-dht", compact=True)
+                yield Label("DHT bootstrap nodes")
+                yield Input(
+                    format_nodes(c.dht_bootstrap_nodes),
+                    placeholder="host:port, ... (none: only nodes saved last time)",
+                    id="set-dht_bootstrap_nodes",
+                    compact=True,
+                )
                 yield Label("Refresh rate (per second)")
                 yield Input(
                     f"{t.refresh_rate:g}", id="set-refresh_rate", type="number", compact=True
@@ -86,10 +119,11 @@ class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
                     id="set-theme",
                     compact=True,
                 )
-            yield Label("", id="settings-error", classes="error")
-            with Horizontal(classes="buttons"):
-                yield Button("Save (ctrl+s)", variant="primary", id="settings-save")
-                yield Button("Cancel", id="settings-cancel")
+            with Vertical(id="settings-foot"):
+                yield Label("", id="settings-error", classes="error")
+                with Horizontal(classes="buttons"):
+                    yield Button("Save (ctrl+s)", variant="primary", id="settings-save")
+                    yield Button("Cancel", id="settings-cancel")
 
     def on_mount(self) -> None:
         self.query_one("#set-download_dir", Input).focus()
@@ -112,6 +146,8 @@ class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
             except ValueError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
         changes["seed"] = self.query_one("#set-seed", Checkbox).value
+        changes["dht"] = self.query_one("#set-dht", Checkbox).value
+        changes["dht_bootstrap_nodes"] = parse_nodes(self._value("dht_bootstrap_nodes"))
         client = replace(self.settings.client, **changes)
         text = self._value("refresh_rate")
         try:

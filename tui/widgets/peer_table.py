@@ -20,7 +20,15 @@ from tui.format import percent, rate
 
 from .keyed_table import Column, KeyedTable, Row
 
-__all__ = ["FAIL_LEGEND", "FLAG_LEGEND", "PeerTable", "fail_cell", "format_address", "peer_flags"]
+__all__ = [
+    "FAIL_LEGEND",
+    "FLAG_LEGEND",
+    "SOURCE_LEGEND",
+    "PeerTable",
+    "fail_cell",
+    "format_address",
+    "peer_flags",
+]
 
 #: What each flag letter means, in the order :func:`peer_flags` writes them.
 FLAG_LEGEND = (
@@ -57,6 +65,17 @@ def peer_flags(p: PeerRow) -> str:
     if p.transport == "utp":
         flags.append("P")
     return " ".join(flags)
+
+
+#: What the Source column's words mean (one per :class:`PeerSource`).
+SOURCE_LEGEND = (
+    "tracker  from a tracker's announce reply\n"
+    "dht      found by a DHT lookup (get_peers)\n"
+    "pex      told by another peer (peer exchange)\n"
+    "incoming it connected to us\n"
+    "magnet   named in the magnet link (x.pe)\n"
+    "direct   added by hand or by a program (torrent --peer)"
+)
 
 
 #: What the Fail column shows.
@@ -149,7 +168,14 @@ class PeerTable(KeyedTable):
     ) -> None:
         super().__init__(id=id, classes=classes, name=name)
         self.tooltip = (
-            "Flags:\n" + FLAG_LEGEND + "\n\nQueue:\n" + QUEUE_LEGEND + "\n\nFail:\n" + FAIL_LEGEND
+            "Flags:\n"
+            + FLAG_LEGEND
+            + "\n\nSource:\n"
+            + SOURCE_LEGEND
+            + "\n\nQueue:\n"
+            + QUEUE_LEGEND
+            + "\n\nFail:\n"
+            + FAIL_LEGEND
         )
 
     def update_data(self, peers: Sequence[PeerRow]) -> int:

@@ -3,7 +3,7 @@
 Two lines, one per direction, in aligned columns::
 
     ↓ 4.71 MiB/s  ▂▄▆█▅▃  limit 1.00 MiB/s  session 566 MiB  98 peers  port 51413  free 412 GiB
-    ↑ 4.63 MiB/s  ▁▂▃▂▁▂  limit ∞           session 340 MiB  ratio 0.60  1 error
+    ↑ 4.63 MiB/s  ▁▂▃▂▁▂  limit ∞           session 340 MiB  ratio 0.60  DHT 143/210  1 error
 
 Every cell is one widget as wide as the longest text it can show (worked out
 from the formatters in :mod:`tui.format`, so a format change cannot clip a
@@ -11,6 +11,11 @@ unit again), with a gap after it.  Inside a cell, label and value are
 separate spans joined by a bare space: no styled span starts or ends with a
 space, because SVG renderers that drop such spaces run the words together
 in screenshots.
+
+The DHT cell (see :func:`dht_cell`) shows good/total routing-table nodes
+once the DHT works, ``DHT …`` dimmed while it joins, ``DHT failed`` when no
+node answered, and nothing when the DHT is off.  It sits on the upload line,
+which has fewer cells, so both lines keep their sparklines at 120 columns.
 
 On a narrow terminal the least useful cells drop out first (sparklines,
 port, DHT, session totals, peers, ratio); rates, limits, free space and
@@ -62,14 +67,15 @@ CELL_WIDTHS: dict[str, int] = {
     "peers": len("9999 peers"),
     "port": len("port 65535"),
     "free": len("free ") + _SIZE,
-    "dht": len("DHT 99999"),
+    # Good/total nodes, with the "…" of a bootstrap under way.
+    "dht": len("DHT 9999/9999…"),
     "ratio": len("ratio 99.99"),
     "errors": len("99 errors"),
 }
 
 #: The cells right of the shared columns, per line.
-TOP_CELLS = ("peers", "port", "free", "dht")
-BOTTOM_CELLS = ("ratio", "errors")
+TOP_CELLS = ("peers", "port", "free")
+BOTTOM_CELLS = ("ratio", "dht", "errors")
 #: Shared columns (one cell on each line), left to right.
 SHARED = ("rate", "spark", "limit", "session")
 #: What goes first when the pane is too narrow, in order.  Rates, limits,
@@ -121,6 +127,42 @@ def _cell(*parts: tuple[str, str]) -> Text:
     return text
 
 
+#: Style of ``DHT failed``: a warning, not an error (downloads with trackers go on).
+DHT_FAILED_STYLE = "bold yellow"
+
+
+def dht_cell(status: GlobalStatus) -> Text:
+    """The DHT cell: ``DHT 143/210`` (good/total nodes), by state.
+
+    Dim while bootstrapping (``DHT …`` before any node is known,
+    ``DHT 3/12…`` once some are), a warning ``DHT failed`` when no node
+    answered, empty when the DHT is off.  Figures are dimmed until the DHT
+    works, so a table still filling up never reads as a working one.
+    """
+    state = status.dht_state
+    if state == "off":
+        return Text(end="")
+    if state == "failed":
+        return _cell(("DHT", DHT_FAILED_STYLE), ("failed", DHT_FAILED_STYLE))
+    counts = f"{status.dht_good_nodes}/{status.dht_nodes}"
+    if state == "bootstrapping":
+        return _cell(("DHT", "dim"), (f"{counts}…" if status.dht_nodes else "…", "dim"))
+    return _cell(("DHT", "dim"), (counts, "bold"))
+
+
+def dht_tooltip(status: GlobalStatus) -> str:
+    """What the DHT cell means, in words (its tooltip)."""
+    nodes = f"{status.dht_good_nodes} good of {status.dht_nodes} nodes in the routing table"
+    return {
+        "off": "DHT off",
+        "bootstrapping": f"DHT joining the network: {nodes} so far",
+        "failed": (
+            "DHT failed: no node answered. Check the bootstrap nodes in Settings "
+            "and that UDP is not blocked; it keeps retrying."
+        ),
+    }.get(status.dht_state, f"DHT working: {nodes}")
+
+
 class StatusPane(Vertical):
     """Two lines at the bottom of the main screen (see the module docstring)."""
 
@@ -167,6 +209,10 @@ class StatusPane(Vertical):
         self.query_one("#spark-up", Sparkline).data = list(self.up_history)
         for widget_id, text in self.cells(status).items():
             self._set(widget_id, text)
+        tip = dht_tooltip(status)
+        dht = self.query_one("#status-dht", Static)
+        if dht.tooltip != tip:
+            dht.tooltip = tip
         self._layout()
 
     @staticmethod
@@ -197,9 +243,7 @@ class StatusPane(Vertical):
             "status-peers": _cell((str(status.peers), "bold"), ("peers", "dim")),
             "status-port": _cell(("port", "dim"), (port, "bold")),
             "status-free": _cell(("free", "dim"), (free, "bold")),
-            "status-dht": _cell(("DHT", "dim"), (str(status.dht_nodes), "bold"))
-            if status.dht_nodes
-            else Text(end=""),
+            "status-dht": dht_cell(status),
             "status-ratio": _cell(("ratio", "dim"), (fmt.ratio(status.ratio), "bold")),
             "status-errors": errors,
         }
@@ -208,7 +252,7 @@ class StatusPane(Vertical):
         """Show the cells that fit the pane's width (see :func:`visible_cells`)."""
         status = self.status
         shown = []
-        if status is not None and status.dht_nodes:
+        if status is not None and status.dht_state != "off":
             shown.append("dht")
         if status is not None and status.errors:
             shown.append("errors")

@@ -6,10 +6,17 @@ deterministic).
 
 Status is derived from the fields the engine keeps:
 
-* ``updating`` - an announce is due (``next_announce <= now``), i.e. under way;
+* ``updating`` - an announce (or DHT lookup) is under way (the engine marks
+  it ``extra["updating"]``) or due (``next_announce <= now``);
 * ``error`` - the last announce failed (``last_result == "error"``);
 * ``working`` - the last announce succeeded;
 * ``not contacted`` - never announced yet.
+
+Peer sources that are not trackers come as rows too, as in qBittorrent:
+the engine reports the DHT as ``TrackerStatus(url="** [DHT] **", tier=-1)``
+(its last lookup, the peers it found, its next announce).  Any row with a
+negative tier is such a source row: it is listed first and its Tier cell is
+blank, since tiers (BEP 12) mean nothing outside a torrent's announce list.
 """
 
 from __future__ import annotations
@@ -24,7 +31,13 @@ from tui.format import eta
 
 from .keyed_table import Column, KeyedTable, Row
 
-__all__ = ["TrackerTable", "relative_time", "tracker_state"]
+__all__ = ["TrackerTable", "is_source_row", "relative_time", "tracker_state"]
+
+
+def is_source_row(t: TrackerStatus) -> bool:
+    """True for a peer source that is not a tracker (the DHT row): the engine gives it tier -1."""
+    return t.tier < 0
+
 
 _STATE_STYLES = {
     "working": "green",
@@ -36,7 +49,7 @@ _STATE_STYLES = {
 
 def tracker_state(t: TrackerStatus, now: float) -> str:
     """``working``, ``updating``, ``error`` or ``not contacted`` (see the module docstring)."""
-    if t.next_announce is not None and t.next_announce <= now:
+    if t.extra.get("updating") or (t.next_announce is not None and t.next_announce <= now):
         return "updating"
     if t.last_result == "error":
         return "error"
@@ -66,9 +79,10 @@ def _tracker_row(t: TrackerStatus, now: float) -> Row:
     else:
         state_text = Text(state, _STATE_STYLES[state])
     message = t.last_error or t.warning or ""
+    source = is_source_row(t)
     cells: tuple[str | Text, ...] = (
         t.url,
-        Text(str(t.tier), justify="right"),
+        Text("" if source else str(t.tier), justify="right"),
         state_text,
         relative_time(t.last_announce, now),
         relative_time(t.next_announce, now),
@@ -109,7 +123,18 @@ class TrackerTable(KeyedTable):
         Column("error", "Message"),
     )
 
+    def __init__(
+        self, *, id: str | None = None, classes: str | None = None, name: str | None = None
+    ) -> None:
+        super().__init__(id=id, classes=classes, name=name)
+        # Sorted by tier until the user clicks another header: new rows are
+        # appended, so a DHT row that appears after the trackers (the DHT
+        # started later) would otherwise sit at the bottom.
+        self.sort_by("tier")
+
     def update_data(self, trackers: Sequence[TrackerStatus], now: float) -> int:
         """Show ``trackers`` as of ``now``; returns the number of cells written."""
-        ordered = sorted(trackers, key=lambda t: t.tier)
+        # Source rows (the DHT) first, then trackers by tier; sorted() is
+        # stable, so trackers keep the engine's order within a tier.
+        ordered = sorted(trackers, key=lambda t: (not is_source_row(t), t.tier))
         return self.sync({t.url: _tracker_row(t, now) for t in ordered})
