@@ -55,6 +55,9 @@ from .model import (
 
 #: Wall-clock base of every fake timestamp (2023-11-14 22:13:20 UTC).
 BASE_TIME = 1_700_000_000.0
+#: The clock the screenshots and snapshot tests show the fake at: announce
+#: times are placed around it (past for "last", future for "next").
+FAKE_NOW = BASE_TIME + 600
 
 _WORDS = (
     "aurora",
@@ -411,9 +414,9 @@ class FakeEngine:
                     if i % 2 == 0
                     else f"https://tracker{i + 1}.example.net/announce",
                     tier=i // 2,
-                    last_announce=ft.row.added_time + 60 * (i + 1),
+                    last_announce=FAKE_NOW - 60 * (i + 1),
                     last_result="error" if failing else "ok",
-                    next_announce=ft.row.added_time + 1800 + 60 * i,
+                    next_announce=FAKE_NOW + 1500 + 60 * i,
                     peers_received=0 if failing else 50 - 7 * i,
                     seeders=None if failing else 120 + i * 9,
                     leechers=None if failing else 30 + i,
@@ -431,25 +434,24 @@ class FakeEngine:
         """The ``** [DHT] **`` row of a public torrent while the DHT is on."""
         if ft.private or self.dht_state == "off":
             return None
-        added = ft.row.added_time
         if self.dht_state == "bootstrapping":
             return TrackerStatus(url=DHT_URL, tier=-1)
         if self.dht_state == "failed":
             return TrackerStatus(
                 url=DHT_URL,
                 tier=-1,
-                last_announce=added + 30,
+                last_announce=FAKE_NOW - 30,
                 last_result="error",
-                next_announce=added + 30 + 120,
+                next_announce=FAKE_NOW + 90,
                 last_error="no DHT node answered",
                 failures=3,
             )
         return TrackerStatus(
             url=DHT_URL,
             tier=-1,
-            last_announce=added + 45,
+            last_announce=FAKE_NOW - 45,
             last_result="ok",
-            next_announce=added + 45 + 900,
+            next_announce=FAKE_NOW + 855,
             peers_received=17 + ft.row.size % 40,
         )
 

@@ -20,7 +20,7 @@ from textual.widgets import Input
 from core.config import ClientConfig
 
 from .app import TorrentApp
-from .fake_engine import BASE_TIME, FakeEngine
+from .fake_engine import FAKE_NOW, FakeEngine
 from .settings import Settings, TuiSettings
 
 SIZE = (130, 42)
@@ -78,7 +78,7 @@ def _app() -> TorrentApp:
     return TorrentApp(
         engine,
         settings=settings,
-        clock=lambda: BASE_TIME + 600,
+        clock=lambda: FAKE_NOW,
         refresh_hz=0,
         persist_settings=False,
     )

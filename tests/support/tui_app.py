@@ -15,7 +15,7 @@ from textual.pilot import Pilot
 
 from core.config import ClientConfig
 from tui.app import TorrentApp
-from tui.fake_engine import BASE_TIME, FakeEngine, FakeScript
+from tui.fake_engine import FAKE_NOW, FakeEngine, FakeScript
 from tui.settings import Settings, TuiSettings
 from tui.widgets.torrent_table import TorrentTable
 
@@ -23,7 +23,7 @@ os.environ["TZ"] = "UTC"
 time.tzset()
 
 #: The "now" every test app sees (ten minutes after the first fake torrent).
-NOW = BASE_TIME + 600
+NOW = FAKE_NOW
 
 SIZE = (120, 40)
 
