@@ -957,7 +957,13 @@ class DhtNode:
         op.salt = salt
         op.item = item if kind == "put" else None
         op.lookup = self._new_lookup(target, max_queries)
-        op.lookup.add(self._closest(target))
+        known = self._closest(target)
+        op.lookup.add(known)
+        if len(known) < self._settings.k and self._routers:
+            # A table this thin (a small network, or one whose members are all
+            # routers) cannot carry a lookup alone: start from the routers too,
+            # as libtorrent's traversals do when they have no results.
+            op.lookup.add_seeds(self._routers)
         if op.lookup.finished:
             del self._ops[op.op]
             if not internal:
@@ -1026,10 +1032,9 @@ class DhtNode:
             nodes.extend(r.nodes)
         if "n6" in self._families:
             nodes.extend(r.nodes6)
-        router = isinstance(tx.asked, tuple) and tx.asked in self._router_set
-        cand = lookup.answered(
-            tx.asked, nodes, responder=None if router else r.sender, token=r.token
-        )
+        # A router that answers is a candidate like any node: in a small
+        # network it may be the closest node there is, and the one to announce to.
+        cand = lookup.answered(tx.asked, nodes, responder=r.sender, token=r.token)
         # A known node answering under another id is failed by the lookup and
         # nothing it says is used; a bare address (a seed) is taken at its word.
         trusted = (
