@@ -193,6 +193,7 @@ GRAPH_PACKAGES = (
     "core.cli",
     "core.engine",
     "core.tracker",
+    "core.dht",
     "core.storage",
     "core.net",
     "core.wire",
