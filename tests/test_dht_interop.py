@@ -186,9 +186,11 @@ def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
     return proc.returncode, err
 
 
+@pytest.mark.parametrize("given", ["magnet", "torrent file"])
 def test_cli_downloads_magnet_found_through_libtorrent_dht(
-    tmp_path: Path, lt_dht_factory: LibtorrentDhtFactory
+    tmp_path: Path, lt_dht_factory: LibtorrentDhtFactory, given: str
 ) -> None:
+    """An info-hash-only magnet, or a ``.torrent`` without trackers: the DHT is the only source."""
     seeder, storer = start_nodes(lt_dht_factory, "seeder", "storer")
     mesh([seeder, storer])
     torrent, seed_dir, _ = build(tmp_path)
@@ -201,7 +203,7 @@ def test_cli_downloads_magnet_found_through_libtorrent_dht(
     started = time.monotonic()
     with cli_download(
         tmp_path,
-        magnet(ih),
+        magnet(ih) if given == "magnet" else str(torrent),
         "-o",
         str(out),
         "--state-dir",
@@ -216,7 +218,7 @@ def test_cli_downloads_magnet_found_through_libtorrent_dht(
         code, err = finish(proc, timeout=90)
     elapsed = time.monotonic() - started
     assert code == 0, err
-    print(f"\ntorrent download MAGNET via libtorrent's DHT: {elapsed:.2f} s")
+    print(f"\ntorrent download ({given}) via libtorrent's DHT: {elapsed:.2f} s")
     assert_same_payload(out / NAME, seed_dir)
     st = seeder.status(ih)
     assert st["total_upload"] >= sum(FILES.values()), "the bytes came from elsewhere"

@@ -440,6 +440,11 @@ class DhtNode:
             self._id_matched = self._id_matched or id_matches_ip(self._own_id, decided)
         self._events.append(ExternalAddressChanged(decided, self._own_id))
 
+    @property
+    def responses_received(self) -> int:
+        """Answers to our queries so far (cheap: the driver checks it per datagram)."""
+        return self._responses_in
+
     def good_nodes(self) -> list[NodeInfo]:
         """Good nodes of every table: what the driver saves for the next start."""
         out: list[NodeInfo] = []

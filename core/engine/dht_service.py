@@ -316,6 +316,9 @@ class DhtService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._state = "bootstrapping"
         self._settled = asyncio.Event()
+        #: Set by the first answer to any query of ours: lookups can start then,
+        #: without waiting for the bootstrap lookup to time out its silent nodes.
+        self._answered = asyncio.Event()
         #: Nodes given to add_nodes(): a failed bootstrap retries through them at once.
         self._added: list[Addr] = []
         self._kick = asyncio.Event()
@@ -476,6 +479,8 @@ class DhtService:
             while True:
                 self._pump_again = False
                 self._send(self._node.outgoing())
+                if not self._answered.is_set() and self._node.responses_received:
+                    self._answered.set()
                 for event in self._node.events():
                     self._dispatch(event)
                 if not self._pump_again:
@@ -624,12 +629,24 @@ class DhtService:
                 resolving.cancel()
 
     async def wait_bootstrapped(self, timeout: float) -> bool:
-        """Wait (at most ``timeout`` s) for the first bootstrap to end; True if nodes answered."""
-        if not self._settled.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._settled.wait()
-        return self.state == "ok"
+        """Wait (at most ``timeout`` s) until a node has answered us or the first bootstrap ended.
+
+        True once any node answered.  A lookup need not wait for the whole
+        bootstrap: it ends only when its slowest contacts (saved nodes that
+        have left, routers that are down) time out, while a lookup works as
+        soon as one node answers (a thin table starts from the routers too).
+        """
+        if not (self._settled.is_set() or self._answered.is_set()):
+            settled = asyncio.ensure_future(self._settled.wait())
+            answered = asyncio.ensure_future(self._answered.wait())
+            try:
+                await asyncio.wait(
+                    [settled, answered], timeout=timeout, return_when="FIRST_COMPLETED"
+                )
+            finally:
+                settled.cancel()
+                answered.cancel()
+        return self.state == "ok" or self._answered.is_set()
 
     def add_nodes(self, nodes: Sequence[str]) -> None:
         """Ping ``"host:port"`` nodes (names resolved off the loop); those that answer join.
