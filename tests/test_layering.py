@@ -38,7 +38,10 @@ MAY_IMPORT = {
     "core.wire": {"core.formats"},
     "core.storage": {"core.formats"},
     "core.dht": {"core.formats"},
-    "core.net": {"core.wire", "core.formats", "core.ratelimit"},
+    "core.net": {"core.wire", "core.formats", "core.ratelimit", "core.utp", "core.mse"},
+    # the transport protocols under the stream seam: sans-IO, standalone
+    "core.utp": set(),
+    "core.mse": set(),
     # the per-torrent announcer publishes the bus's tracker events
     "core.tracker": {"core.formats", "core.events"},
     # the shared leaves the engine and the layers below use
@@ -50,7 +53,7 @@ MAY_IMPORT = {
     "core.ratelimit": set(),
 }
 #: Packages that never touch the event loop or a socket (sans-IO).
-SANS_IO = {"core.formats", "core.wire", "core.dht"}
+SANS_IO = {"core.formats", "core.wire", "core.dht", "core.utp", "core.mse"}
 SANS_IO_MUST_NOT = {"asyncio", "socket", "selectors", "ssl", "textual", "rich", "aiohttp"}
 
 
