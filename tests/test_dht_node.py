@@ -396,7 +396,9 @@ def test_find_node_in_a_small_net() -> None:
     net = Net()
     count = 40
     entry = net.add(_addr(1))
-    # each newcomer bootstraps through node 1 (a router: it never enters tables)
+    # each newcomer bootstraps through node 1 (a router: it never enters
+    # tables, so nobody names it; a lookup that asks it directly, as one on a
+    # thin table does, may find it among the closest)
     for i in range(2, count + 1):
         net.add(_addr(i)).bootstrap([], [_addr(1)], net.now)
         net.advance(0.5)
@@ -407,9 +409,13 @@ def test_find_node_in_a_small_net() -> None:
     (done,) = [e for e in net.of(_addr(count), LookupFinished) if e.op == op]
     assert done.kind == "find_node" and done.error is None
     assert done.closest[0].id == target
-    others = (n.node_id for n in net.nodes.values() if n not in (asker, entry))
-    everyone = sorted(others, key=lambda i: distance(i, target))
-    assert [n.id for n in done.closest] == everyone[:8]
+
+    def nearest(nodes: list[DhtNode]) -> list[bytes]:
+        return sorted((n.node_id for n in nodes), key=lambda i: distance(i, target))[:8]
+
+    others = [n for n in net.nodes.values() if n is not asker]
+    got = [n.id for n in done.closest]
+    assert got in (nearest(others), nearest([n for n in others if n is not entry]))
     assert done.rounds >= 1 and done.queries >= len(done.closest)
 
 
