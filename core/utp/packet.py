@@ -114,9 +114,10 @@ def decode(data: bytes | memoryview) -> Packet:
         if ext == EXT_SACK:
             if sack is not None:
                 raise UtpPacketError("utp: two selective-ACK extensions")
-            if length == 0 or length % 4:
-                raise UtpPacketError(f"utp: selective-ACK length {length} is not a multiple of 4")
-            sack = bytes(data[pos:end])
+            # BEP 29 asks for a multiple of 4 bytes, but libtorrent 2.x sends
+            # bitmasks of any length (1-17 bytes seen): refusing them threw away
+            # its acks and stalled our uploads to it. An empty one says nothing.
+            sack = bytes(data[pos:end]) if length else None
         ext = next_ext
         pos = end
     return Packet(kind, conn_id, ts, ts_diff, wnd, seq, ack, sack, bytes(data[pos:]))
