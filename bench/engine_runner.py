@@ -72,6 +72,7 @@ def make_config(state: Path, downloads: Path, overrides: dict[str, Any]) -> Clie
         "download_dir": downloads,
         "dht": False,
         "utp": False,
+        "encryption": "disable",  # plain TCP, comparable with earlier runs
         "pex": False,
     }
     values.update(overrides)

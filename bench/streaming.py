@@ -54,6 +54,7 @@ def config(tmp: Path, name: str) -> ClientConfig:
         default_storage="file",
         dht=False,
         utp=False,
+        encryption="disable",
         pex=False,
     )
 

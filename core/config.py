@@ -39,6 +39,11 @@ DEFAULT_BOOTSTRAP: tuple[str, ...] = (
     "dht.libtorrent.org:25401",
 )
 
+#: ``ClientConfig.encryption`` values (qBittorrent's three choices).
+ENCRYPTION_POLICIES = ("prefer", "require", "disable")
+#: ``ClientConfig.allowed_crypto`` values: what an MSE handshake may select.
+ALLOWED_CRYPTO = ("both", "rc4", "plaintext")
+
 #: The characters filling the random part of a generated peer id: printable,
 #: unambiguous in logs and URLs (trackers receive it percent-encoded).
 _PEER_ID_ALPHABET = string.ascii_letters + string.digits
@@ -119,8 +124,19 @@ class ClientConfig:
     #: 0 lets the OS pick a free port (shared by TCP, uTP and the DHT).
     listen_port: int = 0
     accept_incoming: bool = True
+    #: Transports for peer connections (both on: uTP is tried first when
+    #: dialling, as libtorrent does, and TCP after ``utp_connect_timeout``).
     tcp: bool = True
     utp: bool = True
+    #: How long an outgoing uTP connection may take before TCP is tried instead.
+    utp_connect_timeout: float = 3.0
+    #: Protocol encryption (MSE/PE), qBittorrent's choice: "prefer" (try MSE
+    #: first, fall back to plain; accept both), "require" (MSE only, both
+    #: ways) or "disable" (plain only; incoming MSE is refused).
+    encryption: str = "prefer"
+    #: What an MSE handshake may select: "rc4" (encrypted), "plaintext"
+    #: (only the handshake is obfuscated) or "both" (the responder picks).
+    allowed_crypto: str = "both"
     dht: bool = True
     pex: bool = True
     pex_interval: float = 60.0
@@ -204,6 +220,16 @@ class ClientConfig:
             raise ConfigError(f"listen_port: must be 0-65535, got {self.listen_port}")
         if not (self.tcp or self.utp):
             raise ConfigError("tcp and utp are both off: peers could not connect at all")
+        if self.encryption not in ENCRYPTION_POLICIES:
+            raise ConfigError(
+                f"encryption: must be one of {', '.join(ENCRYPTION_POLICIES)}, "
+                f"got {self.encryption!r}"
+            )
+        if self.allowed_crypto not in ALLOWED_CRYPTO:
+            raise ConfigError(
+                f"allowed_crypto: must be one of {', '.join(ALLOWED_CRYPTO)}, "
+                f"got {self.allowed_crypto!r}"
+            )
         if self.default_storage not in ("file", "memory"):
             raise ConfigError(
                 f"default_storage: must be 'file' or 'memory', got {self.default_storage!r}"
@@ -233,6 +259,7 @@ class ClientConfig:
         for name in (
             "pex_interval",
             "dial_timeout",
+            "utp_connect_timeout",
             "handshake_timeout",
             "keepalive_interval",
             "idle_timeout",

@@ -246,7 +246,8 @@ def test_unreachable_peer_fails_after_connect_timeout(
     port = _closed_port()
     argv = ["download", "--no-dht", str(tf), "-o", str(tmp_path / "out"), "-q"]
     argv += ["--peer", f"127.0.0.1:{port}", "--listen", "127.0.0.1"]
-    argv += ["--state-dir", str(tmp_path / "s"), "--connect-timeout", "1"]
+    # TCP only: a uTP attempt would first wait out its own 3 s connect timeout
+    argv += ["--state-dir", str(tmp_path / "s"), "--connect-timeout", "1", "--no-utp"]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -386,7 +386,15 @@ class TorrentApp(App[None]):
         """
         old = self.settings
         self.settings = replace(old, client=client, tui=tui, problem=None)
-        # Live: limits, refresh rate, theme.  The rest applies on the next start.
+        # Live: limits, connection policy, refresh rate, theme.  The rest
+        # applies on the next start.
+        policy = (client.encryption, client.utp, client.tcp)
+        if policy != (old.client.encryption, old.client.utp, old.client.tcp):
+            encryption, utp, tcp = policy
+            self.run_engine(
+                "Connections",
+                lambda: self.engine.set_connection_policy(encryption=encryption, utp=utp, tcp=tcp),
+            )
         if (client.download_rate_limit, client.upload_rate_limit) != (
             old.client.download_rate_limit,
             old.client.upload_rate_limit,

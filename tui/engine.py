@@ -112,6 +112,10 @@ class Engine(Protocol):
 
     async def set_limits(self, download: int | None, upload: int | None) -> None: ...
 
+    async def set_connection_policy(self, *, encryption: str, utp: bool, tcp: bool) -> None:
+        """Encryption and transports for new connections (open ones keep theirs)."""
+        ...
+
     async def set_torrent_limits(
         self, ih: InfoHash, download: int | None, upload: int | None
     ) -> None: ...
@@ -447,6 +451,9 @@ class RealEngine:
 
     async def set_limits(self, download: int | None, upload: int | None) -> None:
         self.client.set_rate_limits(download=download, upload=upload)
+
+    async def set_connection_policy(self, *, encryption: str, utp: bool, tcp: bool) -> None:
+        self.client.set_connection_policy(encryption=encryption, utp=utp, tcp=tcp)
 
     async def set_torrent_limits(
         self, ih: InfoHash, download: int | None, upload: int | None

@@ -626,6 +626,10 @@ class FakeEngine:
         self._raise("set_limits")
         self._limits = (download, upload)
 
+    async def set_connection_policy(self, *, encryption: str, utp: bool, tcp: bool) -> None:
+        self.calls.append(("set_connection_policy", encryption, utp, tcp))
+        self._raise("set_connection_policy")
+
     async def set_torrent_limits(
         self, ih: InfoHash, download: int | None, upload: int | None
     ) -> None:

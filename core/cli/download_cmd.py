@@ -114,6 +114,23 @@ def dht_options(args: argparse.Namespace) -> dict[str, object]:
     return {"dht_bootstrap_nodes": tuple(nodes)} if nodes else {}
 
 
+def transport_options(args: argparse.Namespace) -> dict[str, object]:
+    """``--encryption``, ``--no-utp`` and ``--no-tcp`` as :class:`ClientConfig` values (given ones).
+
+    Raises :class:`UsageError` when both transports are turned off.
+    """
+    values: dict[str, object] = {}
+    if getattr(args, "encryption", None):
+        values["encryption"] = args.encryption
+    if getattr(args, "no_utp", False):
+        values["utp"] = False
+    if getattr(args, "no_tcp", False):
+        if not values.get("utp", True):
+            raise UsageError("--no-utp and --no-tcp together leave no way to reach a peer")
+        values["tcp"] = False
+    return values
+
+
 def no_dht_reason(config: ClientConfig, private: bool) -> str | None:
     """Why the DHT will not find peers for a torrent, or None when it will look."""
     if not config.dht:
@@ -144,6 +161,7 @@ def build_config(args: argparse.Namespace, out: Path) -> ClientConfig:
     if args.listen:
         values["listen_addresses"] = tuple(args.listen)
     values.update(dht_options(args))
+    values.update(transport_options(args))
     return ClientConfig(**values)  # type: ignore[arg-type]
 
 
@@ -154,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
     if args.connect_timeout < 0:
         raise UsageError("--connect-timeout must not be negative")
     dht_options(args)  # its usage errors before any input is read
+    transport_options(args)
     metainfos: dict[bytes, Metainfo] = {}
     magnets: list[Magnet] = []
     for path in args.torrent:

@@ -124,6 +124,23 @@ def _add_swarm_options(p: argparse.ArgumentParser, *, state_dir_help: str | None
     _add_dht_bootstrap(p)
 
 
+def _add_transport_options(p: argparse.ArgumentParser) -> None:
+    """How peer connections are made: encryption policy and transports."""
+    p.add_argument(
+        "--encryption",
+        choices=("prefer", "require", "disable"),
+        default=None,
+        help="protocol encryption (MSE/PE): prefer (default: try it, fall back to plain), "
+        "require (encrypted peers only), disable (plain only)",
+    )
+    p.add_argument(
+        "--no-utp", action="store_true", help="do not use uTP (peer connections over TCP only)"
+    )
+    p.add_argument(
+        "--no-tcp", action="store_true", help="do not use TCP (peer connections over uTP only)"
+    )
+
+
 def _add_dht_bootstrap(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dht-bootstrap",
@@ -186,6 +203,7 @@ def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="fetch only this file (its path in the torrent, with or without the torrent's "
         "name); repeat for more",
     )
+    _add_transport_options(p)
     p.add_argument(
         "--sequential", action="store_true", help="fetch pieces in order (streaming a whole file)"
     )

@@ -7,21 +7,34 @@ Use it as an async context manager::
         t.add_peers([("127.0.0.1", 6881)])
         await t.wait_complete()
 
-The DHT (``ClientConfig.dht``, on by default) runs on one UDP socket per
-listen address with the TCP listen port's number, so uTP can share the
-sockets later and announces can use ``implied_port``.  The client owns those
-sockets (:class:`~core.net.udp_mux.UdpMux`) and the
-:class:`~core.engine.dht_service.DhtService` on them.  A DHT that cannot
-start (the UDP port is taken) is logged and left off: ``client.dht`` is
-None and everything else works.  Its node table is kept in
-``data_dir / "dht.dat"`` when the client keeps state on disk
-(``default_storage == "file"``; a "memory" client leaves no files behind).
+The DHT (``ClientConfig.dht``, on by default) and uTP (``ClientConfig.utp``,
+on by default) share one UDP socket per listen address with the TCP listen
+port's number, so peers reach both transports at one port number and
+announces can use ``implied_port``.  The client owns those sockets
+(:class:`~core.net.udp_mux.UdpMux`), the
+:class:`~core.engine.dht_service.DhtService` and the
+:class:`~core.net.utp_socket.UtpSocket` on each.  A DHT that cannot start
+(the UDP port is taken) is logged and left off: ``client.dht`` is None and
+everything else works.  Its node table is kept in ``data_dir / "dht.dat"``
+when the client keeps state on disk (``default_storage == "file"``; a
+"memory" client leaves no files behind).
+
+Peer connections go out through a :class:`~core.net.dialer.Dialer` (uTP
+first, then TCP; MSE per ``ClientConfig.encryption``) and come in through
+the TCP listener and the uTP sockets, each behind the encryption policy's
+layer (:class:`~core.net.listener.Accepted`), to the handshake router.  The
+transport settings (``tcp``, ``utp``, ``encryption``, ``allowed_crypto``) are
+read at each dial and accept, so :meth:`Client.set_connection_policy` applies
+to new connections at once.  Turning on a transport whose sockets were not
+opened at start needs a restart: TCP off at start (no listener), or uTP
+with neither uTP nor the DHT on at start (no UDP socket).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -40,9 +53,14 @@ from ..errors import DhtError, RemoteProtocolError, TorrentError
 from ..events import ClientSnapshot, DhtBootstrapped, TorrentAdded, TorrentRemoved, TorrentRow
 from ..formats.magnet import Magnet
 from ..formats.metainfo import Metainfo
-from ..net.peer_io import PeerProtocol
+from ..mse.handshake import SkeyIndex
+from ..net.dialer import ConsumerFactory, Dialer, Link, TransportPolicy
+from ..net.listener import Accepted
+from ..net.peer_io import PeerDriver, PeerProtocol
+from ..net.stream import StreamConsumer
 from ..net.tcp import TcpStream
 from ..net.udp_mux import UdpMux
+from ..net.utp_socket import UtpSocket, UtpStream
 from ..ratelimit import TokenBucket
 from ..stats import ClientStats, RateMeter, TorrentState
 from ..storage import CompletionStore, FileStorage, Layout, MemoryStorage, Storage
@@ -85,17 +103,29 @@ def _bind_address(listen: Sequence[str], *, v6: bool) -> str:
 
 
 class _HandshakeRouter:
-    """Owner of an incoming connection until it names a torrent we serve."""
+    """Owner of an incoming connection until it names a torrent we serve.
+
+    ``accepted`` (set right after the router is made) is the connection's
+    layers under the driver: what it says about the transport and the
+    encryption goes to the torrent with the connection.
+    """
+
+    accepted: Accepted
 
     def __init__(self, client: Client) -> None:
         self.client = client
 
     def peer_event(self, proto: PeerProtocol, event: Event) -> None:
         if isinstance(event, RemoteInfoHash):
-            torrent = self.client.torrent_by_wire(event.info_hash)
-            if self.client.connections > self.client.config.max_connections:
+            client = self.client
+            torrent = client.torrent_by_wire(event.info_hash)
+            link = self.accepted.link
+            if client.connections > client.config.max_connections:
                 proto.close("too many connections")
-            elif torrent is None or not torrent.accept_incoming(proto):
+            elif not getattr(client.config, link.transport):
+                # Turned off since the listener opened (the settings apply live).
+                proto.close(f"{link.transport} is turned off")
+            elif torrent is None or not torrent.accept_incoming(proto, link):
                 proto.close("unknown or unavailable info-hash")
         elif isinstance(event, HandshakeReceived):  # pragma: no cover - accept() hands over
             proto.close("handshake without a torrent")
@@ -120,9 +150,14 @@ class Client:
         self._torrents_by_wire: dict[bytes, Torrent] = {}
         self._servers: list[asyncio.Server] = []
         self.listen_port = 0
-        # The UDP sockets (one per listen address) and the DHT on them.
+        # The UDP sockets (one per listen address), the DHT and the uTP sockets on them.
         self._udp: list[UdpMux] = []
         self._dht: DhtService | None = None
+        self._utp: dict[socket.AddressFamily, UtpSocket] = {}
+        #: Opens outgoing connections (and remembers which fallbacks each peer needed).
+        self.dialer = Dialer(self._utp_for)
+        # MSE responders name the torrent by HASH('req2', info_hash): every wire hash's.
+        self._skeys = SkeyIndex()
         self._connections = 0
         self._banned: dict[str, str] = {}
         self._banned_ids: dict[bytes, str] = {}  # loopback peers only, see ban()
@@ -174,6 +209,14 @@ class Client:
             )
         if cfg.accept_incoming and cfg.tcp:
             await self._listen()
+        if cfg.dht or cfg.utp:
+            self._udp = await self._open_udp()
+            if not self.listen_port and self._udp and cfg.utp and cfg.accept_incoming:
+                # No TCP listener: uTP's port is the one peers and trackers hear of.
+                self.listen_port = self._udp[0].local_address[1]
+        # A uTP socket even when uTP is off, so turning it on later needs no
+        # restart: with ``utp`` off nothing is dialled and every SYN is refused.
+        self._start_utp()
         if cfg.dht:
             await self._start_dht()
         self._snapshot_task = asyncio.create_task(self._snapshot_loop(), name="snapshots")
@@ -225,10 +268,24 @@ class Client:
                 port = mux.local_address[1]
         return muxes
 
+    def _start_utp(self) -> None:
+        """A uTP socket on each UDP socket (incoming streams accepted when ``accept_incoming``)."""
+        on_accept = self._accept_utp if self.config.accept_incoming else None
+        for mux in self._udp:
+            self._utp[mux.family] = UtpSocket(
+                mux, on_accept=on_accept, max_half_open=self.config.max_half_open
+            )
+        if not self._utp and self.config.utp:
+            log.warning("uTP off: no UDP socket could be opened")
+
+    def _utp_for(self, ip: str) -> UtpSocket | None:
+        """The uTP socket for ``ip``'s address family (the dialer's lookup)."""
+        return self._utp.get(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+
     async def _start_dht(self) -> None:
         """Start the DHT; on failure log it and go on without (``self.dht`` stays None)."""
         cfg = self.config
-        muxes = await self._open_udp()
+        muxes = self._udp
         if not muxes:
             log.warning("DHT off: no UDP socket could be opened")
             return
@@ -244,9 +301,10 @@ class Client:
             )
         except (DhtError, OSError) as exc:
             log.warning("DHT off: %s", exc)
-            await asyncio.gather(*(m.aclose() for m in muxes), return_exceptions=True)
+            if not self._utp:  # nobody else uses the sockets: free the port
+                await asyncio.gather(*(m.aclose() for m in muxes), return_exceptions=True)
+                self._udp = []
             return
-        self._udp = muxes
         log.info("DHT on UDP port %d, node id %s", self._dht.port, self._dht.node_id.hex())
 
     def _dht_event(self, event: DhtEvent) -> None:
@@ -278,6 +336,18 @@ class Client:
             self._dht.add_nodes(nodes)
 
     def _incoming_protocol(self) -> TcpStream:
+        """A new TCP connection on the listener: its stream, through the policy's layers."""
+        return TcpStream(self._incoming_consumer("tcp"))
+
+    def _accept_utp(self, stream: UtpStream) -> None:
+        """A new uTP connection on a UDP socket: the same layers as TCP's (unless uTP is off)."""
+        if self.config.utp:
+            stream.set_consumer(self._incoming_consumer("utp"))
+        else:
+            stream.abort()
+
+    def _incoming_consumer(self, transport: str) -> StreamConsumer:
+        """An incoming connection's driver (routed by its handshake) and the layers under it."""
         self._connections += 1
         conn = PeerConnection(
             self.peer_id,
@@ -288,16 +358,20 @@ class Client:
             idle_timeout=self.config.idle_timeout,
             handshake_timeout=self.config.handshake_timeout,
         )
+        router = _HandshakeRouter(self)
         proto = PeerProtocol(
             conn,
-            _HandshakeRouter(self),
+            router,
             outgoing=False,
             download_bucket=self.download_bucket,
         )
-        return TcpStream(proto)
+        router.accepted = Accepted(
+            proto, transport=transport, policy=self.transport_policy(), find_skey=self._skeys
+        )
+        return router.accepted.consumer
 
-    def make_protocol(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> TcpStream:
-        """The asyncio protocol for a TCP connection to ``peer``, its driver attached."""
+    def make_driver(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> PeerDriver:
+        """The driver of a connection to ``peer``, attached to its torrent (not yet opened)."""
         self._connections += 1
         proto = PeerProtocol(
             conn,
@@ -306,7 +380,56 @@ class Client:
             download_bucket=self.download_bucket,
         )
         peer.torrent.attach(peer, proto)
-        return TcpStream(proto)
+        return proto
+
+    def make_protocol(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> TcpStream:
+        """A plain TCP protocol around :meth:`make_driver` (for driving a connection by hand)."""
+        return TcpStream(self.make_driver(conn, peer, outgoing=outgoing))
+
+    def transport_policy(self) -> TransportPolicy:
+        """The connection settings now (read at each dial and accept)."""
+        cfg = self.config
+        return TransportPolicy(
+            tcp=cfg.tcp,
+            utp=cfg.utp,
+            encryption=cfg.encryption,
+            allowed_crypto=cfg.allowed_crypto,
+            tcp_timeout=cfg.dial_timeout,
+            utp_timeout=cfg.utp_connect_timeout,
+            handshake_timeout=cfg.handshake_timeout,
+        )
+
+    async def dial(
+        self, address: tuple[str, int], info_hash: bytes, make_consumer: ConsumerFactory
+    ) -> Link:
+        """Connect to a peer by the current policy; see :meth:`core.net.dialer.Dialer.dial`."""
+        return await self.dialer.dial(address, info_hash, self.transport_policy(), make_consumer)
+
+    def set_connection_policy(
+        self,
+        *,
+        tcp: bool | None = None,
+        utp: bool | None = None,
+        encryption: str | None = None,
+        allowed_crypto: str | None = None,
+    ) -> None:
+        """Change the transport and encryption settings for new connections (live).
+
+        Open connections keep what they have.  Raises
+        :class:`~core.errors.ConfigError` for a bad value (both transports
+        off, an unknown policy), leaving the settings as they were.
+        """
+        changes: dict[str, object] = {
+            name: value
+            for name, value in (
+                ("tcp", tcp),
+                ("utp", utp),
+                ("encryption", encryption),
+                ("allowed_crypto", allowed_crypto),
+            )
+            if value is not None
+        }
+        self.config = dataclasses.replace(self.config, **changes)  # type: ignore[arg-type]
 
     def may_open_connection(self) -> bool:
         """Room for one more outgoing attempt under the global connection limits?"""
@@ -332,6 +455,7 @@ class Client:
         for server in self._servers:
             server.close()
         await asyncio.gather(*(t.close() for t in self.torrents.values()), return_exceptions=True)
+        await asyncio.gather(*(u.aclose() for u in self._utp.values()), return_exceptions=True)
         await self.trackers.aclose()
         if self._dht is not None:
             try:
@@ -380,9 +504,9 @@ class Client:
                 storage = FileStorage(layout)
         torrent = Torrent(self, mi, storage, layout, self.completion)
         self.torrents[mi.info_hash] = torrent
-        self._torrents_by_wire[mi.info_hash.wire] = torrent
+        self._register(mi.info_hash.wire, torrent, replace=True)
         if mi.info_hash.v2 is not None and mi.info_hash.v1 is not None:
-            self._torrents_by_wire[mi.info_hash.v2[:20]] = torrent
+            self._register(mi.info_hash.v2[:20], torrent, replace=True)
         self.bus.publish(TorrentAdded(mi.info_hash, mi.info.name))
         try:
             await torrent.start(verify=verify)
@@ -435,6 +559,7 @@ class Client:
             return
         for key in [k for k, v in self._torrents_by_wire.items() if v is torrent]:
             del self._torrents_by_wire[key]
+            self._skeys.discard(key)
         await torrent.close()
         self.bus.publish(TorrentRemoved(info_hash))
 
@@ -453,9 +578,17 @@ class Client:
         other hash).  A wire hash already registered keeps its torrent;
         :meth:`remove_torrent` unregisters every hash of a torrent.
         """
-        self._torrents_by_wire.setdefault(info_hash.wire, torrent)
+        self._register(info_hash.wire, torrent)
         if info_hash.v1 is not None and info_hash.v2 is not None:
-            self._torrents_by_wire.setdefault(info_hash.v2[:20], torrent)
+            self._register(info_hash.v2[:20], torrent)
+
+    def _register(self, wire_hash: bytes, torrent: Torrent, *, replace: bool = False) -> None:
+        """``wire_hash`` names ``torrent`` in plain and MSE handshakes (``replace``: overwrite)."""
+        if replace:
+            self._torrents_by_wire[wire_hash] = torrent
+        else:
+            self._torrents_by_wire.setdefault(wire_hash, torrent)
+        self._skeys.add(wire_hash)
 
     def torrent_by_wire(self, wire_hash: bytes) -> Torrent | None:
         """The torrent registered under the 20-byte ``wire_hash`` (see :meth:`register_wire`)."""

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Protocol
 from bitarray import bitarray
 
 from ..events import PeerSource
+from ..net.dialer import PLAIN_TCP, Link
 from ..net.peer_io import PeerProtocol
 from ..stats import ConnStats, RateMeter
 from ..types import PiecePriority
@@ -171,6 +172,9 @@ class Peer:
         self.source = source
         self.incoming = incoming
         self.proto: PeerProtocol | None = None
+        #: What carries the connection (TCP or uTP, encrypted or not): set by
+        #: whoever made it (the dialer's result, or the listener's layers).
+        self.link: Link = PLAIN_TCP
         self.peer_id: bytes | None = None
         self.client = ""
         self.remote_reqq = DEFAULT_REMOTE_REQQ

@@ -70,6 +70,7 @@ from ..events import PeerSource
 from ..formats.info import Info
 from ..formats.magnet import Magnet
 from ..formats.metainfo import Metainfo
+from ..net.dialer import Link
 from ..net.peer_io import PeerProtocol
 from ..stats import ConnStats
 from ..types import InfoHash
@@ -109,6 +110,8 @@ class ExtPeer(Protocol):
     def source(self) -> PeerSource: ...
     @property
     def stats(self) -> ConnStats: ...
+    @property
+    def link(self) -> Link: ...
 
     def close(self, reason: str) -> None: ...
 
@@ -376,7 +379,15 @@ class PeerExtensions:
         for peer in self.torrent.peers:
             addr = self._pex_address(peer)
             if addr is not None:
-                out[addr] = peer_flags(outgoing=not peer.incoming, seed=peer.is_seed)
+                # BEP 11 hints from what the connection runs on: uTP, and
+                # encryption (it spoke MSE with RC4, so it accepts it).
+                link = peer.link
+                out[addr] = peer_flags(
+                    outgoing=not peer.incoming,
+                    seed=peer.is_seed,
+                    utp=link.transport == "utp",
+                    prefers_encryption=link.encrypted,
+                )
         return out
 
     def _on_pex(self, peer: ExtPeer, payload: bytes) -> None:

@@ -43,8 +43,9 @@ from ..bus import EventBus
 from ..config import ClientConfig
 from ..events import PeerConnected, PeerDisconnected, PeerSource
 from ..formats.info import Info
-from ..net.peer_io import PeerProtocol
-from ..net.tcp import TcpStream
+from ..net.dialer import PLAIN_TCP, ConsumerFactory, DialError, Link
+from ..net.peer_io import PeerDriver, PeerProtocol
+from ..net.stream import StreamConsumer
 from ..ratelimit import TokenBucket
 from ..stats import TorrentState, TorrentStats
 from ..types import InfoHash
@@ -86,7 +87,10 @@ class SwarmClient(Protocol):
 
     def is_banned(self, ip: str, port: int | None = None, peer_id: bytes | None = None) -> bool: ...
     def may_open_connection(self) -> bool: ...
-    def make_protocol(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> TcpStream: ...
+    def make_driver(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> PeerDriver: ...
+    async def dial(
+        self, address: Address, info_hash: bytes, make_consumer: ConsumerFactory
+    ) -> Link: ...
     def connection_closed(self) -> None: ...
 
 
@@ -192,21 +196,22 @@ class Swarm:
             task.add_done_callback(self.dial_tasks.discard)
 
     async def _dial(self, peer: Peer) -> None:
+        """Connect to ``peer`` (the client's dialer picks uTP or TCP, MSE or plain)."""
         t = self.torrent
-        cfg = t.config
-        loop = asyncio.get_running_loop()
-        conn = self.new_connection(t.info_hash.wire)
-        host, port = peer.address
+        wire = t.info_hash.wire
+
+        def driver(link: Link) -> StreamConsumer | None:
+            if t.closed:
+                return None
+            peer.link = link
+            return t.client.make_driver(self.new_connection(wire), peer, outgoing=True)
+
         try:
-            async with asyncio.timeout(cfg.dial_timeout):
-                await loop.create_connection(
-                    lambda: t.client.make_protocol(conn, peer, outgoing=True), host, port
-                )
-        except (OSError, TimeoutError) as exc:
+            await t.client.dial(peer.address, wire, driver)
+        except DialError as exc:
             self.half_open.pop(peer.address, None)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             t.client.bus.publish(
-                PeerDisconnected(t.info_hash, peer.address, f"dial failed: {reason or 'timeout'}")
+                PeerDisconnected(t.info_hash, peer.address, f"dial failed: {exc.reason}")
             )
             self.maybe_dial()
 
@@ -233,8 +238,8 @@ class Swarm:
         if peer.incoming:
             self.half_open[peer.address] = peer
 
-    def accept_incoming(self, proto: PeerProtocol) -> bool:
-        """An incoming connection asked for this torrent; False to refuse it."""
+    def accept_incoming(self, proto: PeerProtocol, link: Link = PLAIN_TCP) -> bool:
+        """An incoming connection (over ``link``) asked for this torrent; False to refuse it."""
         t = self.torrent
         cfg = t.config
         if t.closed or t.state not in _CONNECTING_STATES:
@@ -242,6 +247,7 @@ class Swarm:
         if len(t.peers) + len(self.half_open) >= cfg.max_connections_per_torrent:
             return False
         peer = Peer(t, proto.address, PeerSource.INCOMING, incoming=True)
+        peer.link = link
         self.attach(peer, proto)
         proto.accept(t.info if t.has_info else None)
         return True

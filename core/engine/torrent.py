@@ -71,6 +71,7 @@ from ..events import PeerRow, PeerSource, PieceStateChanged, StorageFailed, Torr
 from ..formats.info import Info
 from ..formats.magnet import Magnet
 from ..formats.metainfo import Metainfo
+from ..net.dialer import PLAIN_TCP, Link
 from ..net.peer_io import PeerProtocol
 from ..piecestate import PieceState, PieceStateRun, piece_state_runs
 from ..ratelimit import TokenBucket
@@ -868,9 +869,9 @@ class Torrent:
         """The protocol for ``peer`` exists (outgoing: connected; incoming: accepted)."""
         self._swarm.attach(peer, proto)
 
-    def accept_incoming(self, proto: PeerProtocol) -> bool:
-        """An incoming connection asked for this torrent; False to refuse it."""
-        return self._swarm.accept_incoming(proto)
+    def accept_incoming(self, proto: PeerProtocol, link: Link = PLAIN_TCP) -> bool:
+        """An incoming connection (over ``link``) asked for this torrent; False to refuse it."""
+        return self._swarm.accept_incoming(proto, link)
 
     def send_owed_have_sets(self) -> None:
         """After a magnet's first check: the bitfield every peer connected meanwhile is owed."""

@@ -20,6 +20,9 @@ def loopback_config(tmp: Path, name: str, **overrides: object) -> ClientConfig:
         "download_dir": base / "downloads",
         "dht": False,
         "utp": False,
+        # plain BitTorrent handshakes: raw test peers and the interop matrix
+        # speak plaintext; MSE and uTP have their own tests
+        "encryption": "disable",
         "pex": False,
     }
     values.update(overrides)

@@ -5,7 +5,8 @@ Validation is the engine's own: the edited values go through
 ``__post_init__`` checks everything) and :class:`TuiSettings`, so the
 screen can never accept what the engine would refuse on the next start.
 The first problem is shown under the form and nothing is returned until it
-is fixed.  The app applies what it can live (limits, theme, refresh rate)
+is fixed.  The app applies what it can live (limits, theme, refresh rate,
+the connection settings: encryption and transports for new connections)
 and saves the file.
 
 The form scrolls between a fixed title and fixed buttons, so on a small
@@ -35,6 +36,14 @@ from tui.settings import THEMES, Settings, TuiSettings
 _NODE_SEPARATORS = re.compile(r"[,\s]+")
 
 
+#: The Encryption choices: (``ClientConfig.encryption`` value, what the user reads).
+ENCRYPTION_CHOICES = (
+    ("prefer", "prefer: encrypt when the peer can, else plain"),
+    ("require", "require: encrypted peers only"),
+    ("disable", "disable: plain only"),
+)
+
+
 def parse_nodes(text: str) -> tuple[str, ...]:
     """``"a:1, b:2"`` -> ``("a:1", "b:2")``; empty means none.
 
@@ -52,6 +61,16 @@ def format_nodes(nodes: tuple[str, ...]) -> str:
 
 class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
     """The form (see the module docstring)."""
+
+    DEFAULT_CSS = """
+    #set-transports {
+        height: 1;
+    }
+    #set-transports Checkbox {
+        width: auto;
+        margin-right: 2;
+    }
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
@@ -98,6 +117,18 @@ class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
                 yield Label("Seed after downloading")
                 # A checkbox with an empty label renders as a clipped "▐X…".
                 yield Checkbox("keep uploading once complete", c.seed, id="set-seed", compact=True)
+                yield Label("Encryption (MSE/PE)")
+                yield Select(
+                    [(label, value) for value, label in ENCRYPTION_CHOICES],
+                    value=c.encryption,
+                    allow_blank=False,
+                    id="set-encryption",
+                    compact=True,
+                )
+                yield Label("Transports")
+                with Horizontal(id="set-transports"):
+                    yield Checkbox("uTP", c.utp, id="set-utp", compact=True)
+                    yield Checkbox("TCP", c.tcp, id="set-tcp", compact=True)
                 yield Label("DHT")
                 yield Checkbox("find peers without trackers", c.dht, id="set-dht", compact=True)
                 yield Label("DHT bootstrap nodes")
@@ -146,6 +177,9 @@ class SettingsScreen(ModalScreen[tuple[ClientConfig, TuiSettings] | None]):
             except ValueError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
         changes["seed"] = self.query_one("#set-seed", Checkbox).value
+        changes["encryption"] = str(self.query_one("#set-encryption", Select).value)
+        changes["utp"] = self.query_one("#set-utp", Checkbox).value
+        changes["tcp"] = self.query_one("#set-tcp", Checkbox).value
         changes["dht"] = self.query_one("#set-dht", Checkbox).value
         changes["dht_bootstrap_nodes"] = parse_nodes(self._value("dht_bootstrap_nodes"))
         client = replace(self.settings.client, **changes)

@@ -1,11 +1,19 @@
 """The Peers tab: one row per connected peer, keyed by address and diffed cell by cell.
 
 Input: :class:`core.events.PeerRow` values through :meth:`PeerTable.update_data`.
-Nothing here talks to the engine.  The flags column uses a compact letter
-code in the spirit of libtorrent / qBittorrent, explained by :data:`FLAG_LEGEND`
-(also the table's tooltip).  The Fail column says how many failed pieces a
-peer sent data for and ``P`` while it is on parole (see :data:`FAIL_LEGEND`):
-the user sees a suspect before it is banned.
+Nothing here talks to the engine.  The flags column uses qBittorrent's letter
+code, explained by :data:`FLAG_LEGEND` (also the table's tooltip): the
+choke/interest state, then how the connection is made: ``I`` incoming,
+``E`` encrypted (MSE/PE with RC4), ``P`` uTP (no ``P``: TCP).  qBittorrent
+spells uTP ``P`` because ``U`` already means uploading.
+
+The columns are ordered for narrow terminals: address, flags, progress and
+both rates come first, so an 80-column terminal shows what matters most
+and the rest (client, source, queues) is a horizontal scroll away.
+
+The Fail column says how many failed pieces a peer sent data for and ``P``
+while it is on parole (see :data:`FAIL_LEGEND`): the user sees a suspect
+before it is banned.
 """
 
 from __future__ import annotations
@@ -40,8 +48,8 @@ FLAG_LEGEND = (
     "? we unchoke it but it is not interested\n"
     "S snubbed (sent nothing for a while)\n"
     "I incoming connection\n"
-    "E encrypted\n"
-    "P uTP transport"
+    "E encrypted (MSE/PE, RC4)\n"
+    "P uTP transport (no P: TCP)"
 )
 
 
@@ -120,26 +128,27 @@ def format_address(address: Address) -> str:
 def _peer_row(p: PeerRow) -> Row:
     key = format_address(p.address)
     reqs = str(p.requests_outstanding) if p.requests_outstanding else ""
+    flags = peer_flags(p)
     cells: tuple[str | Text, ...] = (
         key,
-        p.client or "?",
-        peer_flags(p),
-        str(p.source),
+        flags,
         Text(percent(p.progress), justify="right"),
         Text(rate(p.down_rate), justify="right"),
         Text(rate(p.up_rate), justify="right"),
+        p.client or "?",
+        str(p.source),
         Text(reqs, justify="right"),
         Text(queue_cell(p), justify="right"),
         Text(fail_cell(p), justify="right"),
     )
     raw = (
         (0 if ":" not in p.address[0] else 1, p.address),
-        p.client.casefold(),
-        peer_flags(p),
-        str(p.source),
+        flags,
         p.progress,
         p.down_rate,
         p.up_rate,
+        p.client.casefold(),
+        str(p.source),
         p.requests_outstanding,
         (p.requests_queued, p.oldest_request_wait or 0.0),
         (p.hash_failures, p.on_parole),
@@ -152,12 +161,12 @@ class PeerTable(KeyedTable):
 
     COLUMNS: ClassVar[Sequence[Column]] = (
         Column("address", "Address"),
-        Column("client", "Client"),
         Column("flags", "Flags", 11),
-        Column("source", "Source", 8),
         Column("progress", "Progress", 8),
         Column("down", "Down", 11),
         Column("up", "Up", 11),
+        Column("client", "Client"),
+        Column("source", "Source", 8),
         Column("requests", "Reqs", 4),
         Column("queue", "Queue", 7),
         Column("fail", "Fail", 4),
