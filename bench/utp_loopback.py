@@ -13,7 +13,18 @@ Reported per row: MB/s (from the first write to the receiver's last byte),
 CPU seconds per GiB of each end (``time.process_time``: user + system of
 that process), and for uTP the sender's retransmissions and the packets
 each end sent.  Rows alternate over ``--repeat`` rounds so both transports
-see the same machine load.
+see the same machine load.  ``UTP_TRACE=1`` prints the sender's window,
+delays and rate every 100 ms.
+
+``--offload`` picks the UDP paths: ``on`` (GSO sends, GRO/recvmmsg reads at
+both ends), ``off`` (one system call per datagram), or ``recv`` (only the
+receiver's; the sender sends one datagram per call, as libtorrent does, so
+the receiver sees what it gets from libtorrent).
+
+``--paths`` measures instead the CPU per DATA packet of each end's whole
+path (mux, socket, connection, system calls; the event loop left out) with
+both ends in this process taking turns, so a busy machine skews the split
+less; it prints the total and the lower quartile over the turns.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import asyncio
 import multiprocessing
 import multiprocessing.connection
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -114,20 +126,44 @@ async def send_all(stream: ByteStream, sender: Sender, total: int) -> None:
         await asyncio.sleep(0)
 
 
+TRACE = bool(os.environ.get("UTP_TRACE"))
+
+
+async def trace(stream: UtpStream) -> None:
+    """Print the sender's window and delays every 100 ms (UTP_TRACE=1)."""
+    t0 = time.monotonic()
+    last = 0
+    while True:
+        await asyncio.sleep(0.1)
+        st = stream.connection_stats()
+        print(
+            f"  {time.monotonic() - t0:5.2f}s cwnd {st.cwnd / 1e3:7.0f} kB  flight"
+            f" {st.bytes_in_flight / 1e3:7.0f} kB  peer wnd {st.peer_window / 1e3:6.0f} kB"
+            f"  rtt {st.rtt * 1e3:5.1f} ms  our delay {st.our_delay * 1e3:5.1f} ms"
+            f"  {(st.payload_out - last) / 0.1e6:6.1f} MB/s  rtx {st.retransmits}",
+            flush=True,
+        )
+        last = st.payload_out
+
+
 # --- the receiving process ------------------------------------------------------------
 
 
-def receiver_main(kind: str, total: int, pipe: multiprocessing.connection.Connection) -> None:
-    asyncio.run(_receiver(kind, total, pipe))
+def receiver_main(
+    kind: str, total: int, pipe: multiprocessing.connection.Connection, offload: bool
+) -> None:
+    asyncio.run(_receiver(kind, total, pipe, offload))
 
 
-async def _receiver(kind: str, total: int, pipe: multiprocessing.connection.Connection) -> None:
+async def _receiver(
+    kind: str, total: int, pipe: multiprocessing.connection.Connection, offload: bool
+) -> None:
     loop = asyncio.get_running_loop()
     counter = Counter(total)
     cpu0 = time.process_time()
     extra: dict[str, Any] = {}
     if kind == "utp":
-        mux = await UdpMux.open(HOST, 0)
+        mux = await UdpMux.open(HOST, 0, offload=offload)
         utp = UtpSocket(mux, on_accept=lambda s: s.set_consumer(counter))
         pipe.send(mux.local_address[1])
         await counter.done
@@ -144,6 +180,102 @@ async def _receiver(kind: str, total: int, pipe: multiprocessing.connection.Conn
     pipe.send({"cpu": cpu, "first": counter.first, "last": counter.last, **extra})
     # Wait for the parent to read before closing the streams under it.
     await loop.run_in_executor(None, pipe.recv)
+
+
+# --- CPU per packet of each path, in one process ---------------------------------------
+
+
+def _serve(utp: UtpSocket, mux: UdpMux) -> None:
+    """What the event loop would do for ``mux``'s socket: read a batch, then flush."""
+    mux._on_readable()
+    handle = utp._flush_handle
+    if handle is not None:
+        handle.cancel()
+        utp._flush()
+
+
+def _pending(mux: UdpMux) -> bool:
+    sock = mux._sock
+    assert sock is not None
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    return True
+
+
+async def paths(mib: int, offload: str) -> None:
+    """CPU per DATA packet of the sending and the receiving path, syscalls included.
+
+    Both ends live in this process and take turns, so neither waits for the
+    other and other load on the machine does not skew the split: the sender
+    writes and flushes (its window's worth goes out), the receiver reads
+    everything queued and acks it batch by batch, the sender takes the acks
+    in; each turn is timed in CPU time.  What the event loop costs (epoll,
+    scheduling) is left out.
+    """
+    a_mux = await UdpMux.open(HOST, 0, offload=offload == "on")
+    b_mux = await UdpMux.open(HOST, 0, offload=offload != "off")
+    total = mib << 20
+    counter = Counter(total)
+    a = UtpSocket(a_mux)
+    b = UtpSocket(b_mux, on_accept=lambda s: s.set_consumer(counter))
+    sender = Sender()
+    stream = await a.connect(b_mux.local_address, sender, timeout=10)
+    await asyncio.sleep(0.05)
+    block = memoryview(BLOCK)
+    clock = time.process_time
+    send_cpu = recv_cpu = 0.0
+    written = 0
+    rounds = 0
+    # per turn: (sender CPU, receiver CPU, DATA packets): the quartile of the
+    # per-packet costs is steadier than the total when the machine is shared
+    turns: list[tuple[float, float, int]] = []
+    last_packets = 0
+    while counter.received < total:
+        rounds += 1
+        t0 = clock()
+        while written < total and not stream.write_paused:
+            for off in range(0, len(block), CHUNK):
+                stream.write(block[off : off + CHUNK])
+            written += len(block)
+        _serve(a, a_mux)  # the acks of the last turn, then new data
+        t1 = clock()
+        while _pending(b_mux):
+            _serve(b, b_mux)
+        t2 = clock()
+        send_cpu += t1 - t0
+        recv_cpu += t2 - t1
+        now_packets = a.stats().packets_out
+        if now_packets - last_packets >= 256:
+            turns.append((t1 - t0, t2 - t1, now_packets - last_packets))
+        last_packets = now_packets
+        if rounds % 64 == 0:
+            await asyncio.sleep(0)  # let the loop run its timers
+    packets = a.stats().packets_out
+    assert isinstance(stream, UtpStream)
+    st = stream.connection_stats()
+    print(
+        f"{mib} MiB, offload {offload}: {packets} packets in {rounds} turns;"
+        f" per DATA packet: sender {send_cpu / packets * 1e6:.2f} us,"
+        f" receiver {recv_cpu / packets * 1e6:.2f} us"
+        f" (CPU s/GiB {send_cpu / mib * 1024:.2f} / {recv_cpu / mib * 1024:.2f});"
+        f" acks {b.stats().packets_out}, retransmits {st.retransmits},"
+        f" gso sends {a_mux.stats().gso_sends}, gro reads {b_mux.stats().gro_reads}"
+    )
+    if turns:
+        per_send = sorted(t[0] / t[2] * 1e6 for t in turns)
+        per_recv = sorted(t[1] / t[2] * 1e6 for t in turns)
+        q = len(turns) // 4
+        print(
+            f"  per turn ({len(turns)} turns of 256+ packets), lower quartile:"
+            f" sender {per_send[q]:.2f} us, receiver {per_recv[q]:.2f} us"
+        )
+    stream.abort()
+    await a.aclose()
+    await b.aclose()
+    await a_mux.aclose()
+    await b_mux.aclose()
 
 
 # --- one row --------------------------------------------------------------------------
@@ -168,11 +300,13 @@ class Row:
         )
 
 
-async def run_row(kind: str, mib: int) -> Row:
+async def run_row(kind: str, mib: int, offload: str = "on") -> Row:
     total = mib << 20
     ctx = multiprocessing.get_context("spawn")
     parent_end, child_end = ctx.Pipe()
-    proc = ctx.Process(target=receiver_main, args=(kind, total, child_end), daemon=True)
+    proc = ctx.Process(
+        target=receiver_main, args=(kind, total, child_end, offload != "off"), daemon=True
+    )
     proc.start()
     loop = asyncio.get_running_loop()
     try:
@@ -180,13 +314,17 @@ async def run_row(kind: str, mib: int) -> Row:
         sender = Sender()
         notes = ""
         if kind == "utp":
-            mux = await UdpMux.open(HOST, 0)
+            mux = await UdpMux.open(HOST, 0, offload=offload == "on")
             utp = UtpSocket(mux)
             stream: ByteStream = await utp.connect((HOST, port), sender, timeout=10)
             cpu0 = time.process_time()
             t0 = time.monotonic()
+            assert isinstance(stream, UtpStream)
+            tracer = asyncio.create_task(trace(stream)) if TRACE else None
             await send_all(stream, sender, total)
             result = await loop.run_in_executor(None, parent_end.recv)
+            if tracer is not None:
+                tracer.cancel()
             wall = time.monotonic() - t0
             cpu = time.process_time() - cpu0
             assert isinstance(stream, UtpStream)
@@ -219,12 +357,12 @@ async def run_row(kind: str, mib: int) -> Row:
             proc.join()
 
 
-async def main_async(mib: int, repeat: int, only: str | None) -> None:
+async def main_async(mib: int, repeat: int, only: str | None, offload: str) -> None:
     kinds = [only] if only else ["utp", "tcp"]
     print(f"{mib} MiB over 127.0.0.1, sender and receiver in separate processes")
     for _ in range(repeat):
         for kind in kinds:
-            row = await run_row(kind, mib)
+            row = await run_row(kind, mib, offload)
             print(row.line(), flush=True)
 
 
@@ -233,8 +371,23 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--only", choices=["utp", "tcp"])
+    parser.add_argument(
+        "--offload",
+        choices=["on", "off", "recv"],
+        default="on",
+        help="UDP GSO/GRO: on at both ends, off, or only the receiver's GRO (the sender"
+        " then sends one datagram per call, as libtorrent does)",
+    )
+    parser.add_argument(
+        "--paths",
+        action="store_true",
+        help="instead: CPU per packet of each end's path, both ends in this process",
+    )
     args = parser.parse_args()
-    asyncio.run(main_async(args.mib, args.repeat, args.only))
+    if args.paths:
+        asyncio.run(paths(args.mib, args.offload))
+        return
+    asyncio.run(main_async(args.mib, args.repeat, args.only, args.offload))
 
 
 if __name__ == "__main__":

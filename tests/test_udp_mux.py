@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import socket
@@ -417,3 +418,268 @@ async def test_constructor_takes_a_bound_socket() -> None:
         await m.aclose()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, pytest.raises(ConfigError):
         UdpMux(tcp)
+
+
+# -- batches: GSO sends, GRO reads, the uTP batch route ----------------------------------
+
+
+class BatchRecorder:
+    def __init__(self) -> None:
+        self.got: list[tuple[bytes, Addr]] = []
+        self.calls = 0
+
+    def __call__(self, datagrams: list[memoryview], addrs: list[Addr]) -> None:
+        self.calls += 1  # the views are only valid now: copies are kept
+        self.got.extend((bytes(d), a) for d, a in zip(datagrams, addrs, strict=True))
+
+
+def _utp_datagrams(sizes: list[int]) -> list[bytes]:
+    """Distinct uTP-looking datagrams (first byte 0x21) of the given sizes."""
+    return [bytes([0x21]) + bytes([i % 256]) * (size - 1) for i, size in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("offload", [True, False])
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [1420] * 100,  # two full GSO runs (64 segments each at most) and a rest
+        [1420] * 10 + [700] + [1420] * 5,  # a shorter one ends a run
+        [20, 1420, 1420, 20, 20, 30, 1420],  # acks between data: runs of one
+        [1420] * 3 + [1500] + [1420],  # a longer one cannot join a run
+    ],
+)
+async def test_sendmany_arrives_as_the_same_datagrams_in_order(
+    offload: bool, sizes: list[int]
+) -> None:
+    """GSO or not, GRO or not: the receiver's handler sees exactly what was sent."""
+    a = await UdpMux.open("127.0.0.1", 0, offload=offload)
+    b = await UdpMux.open("127.0.0.1", 0, offload=offload)
+    try:
+        got = BatchRecorder()
+        b.set_utp_batch_handler(got)
+        datagrams = _utp_datagrams(sizes)
+        assert a.sendmany(datagrams, b.local_address) == len(datagrams)
+        await until(lambda: len(got.got) == len(datagrams))
+        assert [d for d, _ in got.got] == datagrams
+        assert {addr for _, addr in got.got} == {a.local_address}
+        sa, sb = a.stats(), b.stats()
+        assert sa.datagrams_out == len(datagrams) and sa.bytes_out == sum(sizes)
+        assert sb.utp_in == len(datagrams) and sb.utp_bytes_in == sum(sizes)
+        if offload and sa.gso:
+            assert sa.gso_sends >= 1
+            if sb.gro:  # on loopback a GSO send reaches a GRO socket whole
+                assert sb.gro_reads >= 1
+        else:
+            assert sa.gso_sends == 0 and sb.gro_reads == 0
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_sendmany_counts_what_it_could_not_send(mux: UdpMux) -> None:
+    assert mux.sendmany(_utp_datagrams([100, 100]), ("localhost", 1)) == 0
+    assert mux.stats().send_errors == 2
+    await mux.aclose()
+    assert mux.sendmany(_utp_datagrams([100, 100, 100]), ("127.0.0.1", 1)) == 0
+    assert mux.stats().dropped_out == 3
+
+
+async def test_a_refused_gso_send_goes_one_by_one_and_gso_is_switched_off(
+    client: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path without checksum offload refuses GSO with EIO: the datagrams still go."""
+    m = await UdpMux.open("127.0.0.1", 0)
+    try:
+        if not m.stats().gso:
+            pytest.skip("no UDP GSO here")
+        sock = m._sock
+        assert sock is not None
+
+        class NoGso:
+            def __getattr__(self, name: str) -> object:
+                return getattr(sock, name)
+
+            def sendmsg(self, *args: object) -> int:
+                raise OSError(errno.EIO, "no checksum offload")
+
+        monkeypatch.setattr(m, "_sock", NoGso())
+        datagrams = _utp_datagrams([1000] * 5)
+        assert m.sendmany(datagrams, client.getsockname()) == 5
+        client.settimeout(5)
+        assert [client.recv(2000) for _ in range(5)] == datagrams
+        assert not m.stats().gso and m.stats().datagrams_out == 5
+    finally:
+        monkeypatch.undo()
+        await m.aclose()
+
+
+async def test_the_utp_batch_route_gets_a_wake_up_at_a_time(
+    mux: UdpMux, client: socket.socket
+) -> None:
+    """uTP datagrams of one wake-up come in one call, in order; KRPC ones as before."""
+    got = BatchRecorder()
+    krpc = Recorder()
+    mux.set_utp_batch_handler(got)
+    mux.set_krpc_handler(krpc)
+    datagrams = _utp_datagrams([30] * 10)
+    for i, datagram in enumerate(datagrams):
+        client.sendto(datagram, mux.local_address)
+        if i == 4:
+            client.sendto(b"de", mux.local_address)
+    await until(lambda: len(got.got) == 10 and len(krpc.got) == 1)
+    assert [d for d, _ in got.got] == datagrams
+    assert got.calls == 1  # all were waiting: one wake-up
+    # set_utp_handler replaces the batch route and vice versa
+    single = Recorder()
+    mux.set_utp_handler(single)
+    client.sendto(datagrams[0], mux.local_address)
+    await until(lambda: len(single.got) == 1)
+    assert got.calls == 1
+    mux.set_utp_batch_handler(None)
+    client.sendto(datagrams[0], mux.local_address)
+    await until(lambda: mux.stats().unhandled_in == 1)
+    assert len(single.got) == 1
+
+
+async def test_a_raising_batch_handler_is_counted_and_the_reader_survives(
+    mux: UdpMux, client: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    def boom(datagrams: list[memoryview], addrs: list[Addr]) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("bug")
+
+    mux.set_utp_batch_handler(boom)
+    with caplog.at_level(logging.ERROR):
+        client.sendto(_utp_datagrams([30])[0], mux.local_address)
+        await until(lambda: calls == 1)
+        client.sendto(_utp_datagrams([30])[0], mux.local_address)
+        await until(lambda: calls == 2)
+    assert mux.stats().handler_errors == 2
+
+
+async def test_gro_is_switched_off_when_nothing_coalesces_and_back_on_later(
+    client: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain senders only: reads go back to recvfrom_into, every datagram still arrives whole."""
+    import core.net.udp_mux as udp_mux
+
+    monkeypatch.setattr(udp_mux, "GRO_PROBE", 8)
+    monkeypatch.setattr(udp_mux, "GRO_RETRY", 0.2)
+    m = await UdpMux.open("127.0.0.1", 0)
+    try:
+        if not m.stats().gro:
+            pytest.skip("no UDP GRO here")
+        got = BatchRecorder()
+        m.set_utp_batch_handler(got)
+        datagrams = _utp_datagrams([200] * 20)
+        for datagram in datagrams:
+            client.sendto(datagram, m.local_address)
+        await until(lambda: len(got.got) == 20)
+        assert not m.stats().gro  # 8 plain reads in a row
+        await asyncio.sleep(0.25)
+        client.sendto(datagrams[0], m.local_address)  # the first read after the pause...
+        await until(lambda: len(got.got) == 21)
+        assert m.stats().gro  # ...switched it back on for the next ones
+        sender = await UdpMux.open("127.0.0.1", 0)
+        try:
+            burst = _utp_datagrams([1000] * 30)
+            assert sender.sendmany(burst, m.local_address) == 30
+            await until(lambda: len(got.got) == 51)
+            assert [d for d, _ in got.got[21:]] == burst
+        finally:
+            await sender.aclose()
+    finally:
+        await m.aclose()
+
+
+READ_MODES = ["coalescing", "multi", "single"]
+
+
+def force_read_mode(m: UdpMux, mode: str) -> None:
+    """Make ``m`` read with recvmsg_into and GRO, recvmmsg, or recvfrom_into (skips if absent)."""
+    if mode == "coalescing":
+        if not m.stats().gro:
+            pytest.skip("no UDP GRO here")
+        return
+    if m._gro:
+        m._set_gro(False)
+    m._gro_reading = False  # nothing queued yet: nothing coalesced to drain
+    m._gro_capable = False  # and no switching back on during the test
+    if mode == "single":
+        m._mmsg = None
+    elif m._mmsg is None:
+        pytest.skip("no recvmmsg here")
+
+
+@pytest.mark.parametrize("mode", READ_MODES)
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)])
+async def test_every_read_path_routes_and_names_senders_alike(mode: str, host: str) -> None:
+    """Each way of reading gives the same datagrams, routes and (normalised) senders."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    m = await UdpMux.open(host, 0)
+    try:
+        force_read_mode(m, mode)
+        utp, krpc = BatchRecorder(), Recorder()
+        m.set_utp_batch_handler(utp)
+        m.set_krpc_handler(krpc)
+        senders = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(3)]
+        try:
+            for s in senders:
+                s.bind((host, 0))
+            expected_utp: list[tuple[bytes, Addr]] = []
+            for round_ in range(30):  # more than a batch: several wake-ups
+                for k, s in enumerate(senders):
+                    me = s.getsockname()
+                    data = _utp_datagrams([50 + round_ + k])[0]
+                    s.sendto(data, m.local_address)
+                    expected_utp.append((data, (me[0], me[1])))
+            big = b"d" + bytes(60_000)  # larger than any slot a read could truncate to
+            senders[0].sendto(big, m.local_address)
+            senders[1].sendto(b"\x02" + bytes(30), m.local_address)  # unknown route
+            await until(lambda: len(utp.got) == 90 and len(krpc.got) == 1)
+            await until(lambda: m.stats().unknown_in == 1)
+            assert utp.got == expected_utp  # in order per sender, and all senders interleaved
+            assert krpc.got == [(big, (host, senders[0].getsockname()[1]))]
+            stats = m.stats()
+            assert stats.utp_in == 90 and stats.krpc_in == 1 and stats.datagrams_in == 92
+        finally:
+            for s in senders:
+                s.close()
+    finally:
+        await m.aclose()
+
+
+@pytest.mark.parametrize("mode", READ_MODES)
+async def test_every_read_path_bounds_a_wake_up(mode: str, client: socket.socket) -> None:
+    m = await UdpMux.open("127.0.0.1", 0)
+    try:
+        force_read_mode(m, mode)
+        turns = 0
+        per_turn: dict[int, int] = {}
+
+        def handler(data: bytes, addr: Addr) -> None:
+            per_turn[turns] = per_turn.get(turns, 0) + 1
+
+        m.set_krpc_handler(handler)
+        for _ in range(3 * BATCH):
+            client.sendto(b"de", m.local_address)
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(count_turns())
+        try:
+            await until(lambda: sum(per_turn.values()) == 3 * BATCH)
+        finally:
+            counter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await counter
+        assert max(per_turn.values()) == BATCH
+    finally:
+        await m.aclose()

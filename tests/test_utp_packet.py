@@ -135,7 +135,7 @@ def test_malformed_packets_raise_utp_packet_error(raw: bytes, message: str) -> N
 
 @pytest.mark.parametrize("length", [1, 3, 7, 17])
 def test_selective_acks_of_any_length_decode(length: int) -> None:
-    """libtorrent 2.x sends SACK bitmasks that are not a multiple of 4 bytes (BEP 29 asks for it)."""
+    """libtorrent 2.x sends SACK bitmasks of any length (BEP 29 asks for multiples of 4)."""
     bitmask = bytes(range(1, length + 1))
     raw = bytes.fromhex("21 01 0001 00000000 00000000 00000000 0000 0000 00") + bytes([length])
     packet = decode(raw + bitmask + b"tail")
@@ -212,3 +212,15 @@ def test_decode_fuzz_of_mutated_golden_vectors(raw: bytes, at: int, junk: bytes)
         decode(mutated)
     except UtpPacketError:
         pass
+
+
+def test_decoding_a_view_gives_a_payload_view_and_bytes_give_bytes() -> None:
+    raw = encode(DATA)
+    view = memoryview(bytearray(raw))
+    from_view = decode(view)
+    assert isinstance(from_view.payload, memoryview)
+    assert bytes(from_view.payload) == b"hello"
+    view[-1] = ord("!")  # a view: the caller copies what it keeps
+    assert bytes(from_view.payload) == b"hell!"
+    from_bytes = decode(raw)
+    assert isinstance(from_bytes.payload, bytes) and from_bytes == DATA

@@ -591,3 +591,75 @@ async def test_garbage_datagrams_are_counted_not_raised(
     stream.write(b"still here")
     await until(lambda: theirs.received == 13)
     assert theirs.closed == []
+
+
+# -- the fast paths: GSO/GRO, recvmmsg, batches -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sender_offload", "receiver_mode"),
+    [(True, "coalescing"), (False, "coalescing"), (False, "multi"), (True, "single")],
+)
+async def test_bulk_transfer_over_every_send_and_read_path(
+    sender_offload: bool, receiver_mode: str
+) -> None:
+    """4 MiB each way through GSO or plain sends, and GRO, recvmmsg or plain reads: intact."""
+    from tests.test_udp_mux import force_read_mode
+
+    a_mux = await UdpMux.open("127.0.0.1", 0, offload=sender_offload)
+    b_mux = await UdpMux.open("127.0.0.1", 0)
+    force_read_mode(b_mux, receiver_mode)
+    a = UtpSocket(a_mux)
+    echo = Echo()
+    echo.keep = False
+    b = UtpSocket(b_mux, on_accept=lambda s: s.set_consumer(echo))
+    try:
+        payload = os.urandom(4 << 20)
+        mine = Sink()
+        mine.keep = False
+        stream = await a.connect(b_mux.local_address, mine, timeout=5)
+        async with asyncio.timeout(60):
+            await write_all(stream, mine, payload)
+            await until(lambda: mine.received >= len(payload), timeout=60)
+        digest = hashlib.sha256(payload).hexdigest()
+        assert echo.sha.hexdigest() == digest and mine.sha.hexdigest() == digest
+        assert a.stats().bad_packets == 0 and b.stats().bad_packets == 0
+        if sender_offload and a_mux.stats().gso:
+            assert a_mux.stats().gso_sends > 0  # the bulk went out in GSO sends
+        st = stream.connection_stats()
+        # every DATA datagram is counted once by the connection and once by the mux
+        assert a.stats().packets_out == st.packets_out + a.stats().resets_sent
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await a_mux.aclose()
+        await b_mux.aclose()
+
+
+async def test_a_batch_mixing_connections_strays_and_garbage(
+    pair: tuple[Side, Side], raw: socket.socket
+) -> None:
+    """One wake-up's batch holding two connections' packets, garbage and a stray: each handled."""
+    a, b = pair
+    sinks = [Sink(), Sink()]
+    streams: list[UtpStream] = []
+    for k, sink in enumerate(sinks):
+        stream = await a.sock.connect(b.addr, sink, timeout=5)
+        stream.write(bytes([65 + k]))  # the initiator speaks first: the acceptor hears of it
+        streams.append(stream)
+        await until(lambda: len(b.accepted) == len(streams))
+    theirs = [Sink(), Sink()]
+    for stream, sink in zip(b.accepted, theirs, strict=True):
+        stream.set_consumer(sink)
+    # Interleave writes so the receiver's batches alternate between the connections.
+    for i in range(50):
+        for k, stream in enumerate(streams):
+            stream.write(bytes([65 + k]) * (700 + i))
+        raw.sendto(b"\x01" + bytes(10), b.addr)  # too short for a header
+        raw.sendto(packet(ST_STATE, 31337), b.addr)  # no such connection
+    total = 1 + sum(700 + i for i in range(50))
+    await until(lambda: all(s.received == total for s in theirs))
+    for k, sink in enumerate(theirs):
+        assert bytes(sink.data) == bytes([65 + k]) * total
+    stats = b.sock.stats()
+    assert stats.bad_packets == 50 and stats.unknown_packets == 50

@@ -39,13 +39,24 @@ timeout``, or ``utp: aborted`` (:meth:`~UtpConnection.abort`).  Received
 data stays readable after the close.
 
 Driving it: call :meth:`~UtpConnection.outgoing` after every batch of
-:meth:`~UtpConnection.receive` calls and after :meth:`~UtpConnection.write`,
-:meth:`~UtpConnection.read` (a reopened window is announced),
+:meth:`~UtpConnection.receive` (or :meth:`~UtpConnection.receive_datagram`)
+calls and after :meth:`~UtpConnection.write`, :meth:`~UtpConnection.read` /
+:meth:`~UtpConnection.read_into` (a reopened window is announced),
 :meth:`~UtpConnection.poll`, :meth:`~UtpConnection.close` and
-:meth:`~UtpConnection.abort`; datagrams are stamped with the ``now`` of the
-latest of those calls.  RESETs are matched to a connection by the socket
-layer (a peer answering for an unknown connection may put either of our ids
-in it, as libutp does); packets for a closed connection are ignored here.
+:meth:`~UtpConnection.abort`; datagrams are stamped with the ``now`` given
+to ``outgoing`` (the send time), else that of the latest of those calls.
+``outgoing(now, limit)`` hands the datagrams over in lists of at most
+``limit``, each to be sent before the next is built.  RESETs are matched to
+a connection by the socket layer (a peer answering for an unknown
+connection may put either of our ids in it, as libutp does); packets for a
+closed connection are ignored here.
+
+The per-packet paths are written for CPython's costs (each measured with
+``python -m bench.utp_sim --only cpu`` and ``bench.utp_loopback --paths``):
+in-order DATA is taken by a short path that builds no ``Packet``, payloads
+are copied into one reused :class:`.buffers.ReadBuffer` rather than kept as
+objects, and a window's worth of new packets is cut and registered in one
+pass (:meth:`.buffers.SendBuffer.send_many`).
 
 Sending (what libutp and libtorrent do, in our words):
 
@@ -72,7 +83,8 @@ Sending (what libutp and libtorrent do, in our words):
 
 Receiving: in-order payload goes to the read buffer; packets ahead of a gap
 wait in the reorder buffer (bounded by the receive window and
-:data:`.buffers.MAX_REORDER` packets) and are reported in a selective ACK;
+:data:`.buffers.MAX_REORDER` packets) and are reported in a selective ACK
+(the first 256 of them);
 duplicates are dropped but acknowledged.  Every DATA/FIN is acknowledged,
 but acks are coalesced until :meth:`outgoing` (one STATE per batch of
 received datagrams, none at all when a DATA packet carries the ack).
@@ -92,11 +104,12 @@ May import only the standard library and :mod:`core.errors` /
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from dataclasses import dataclass
 
 from core.errors import LocalProtocolError
 
-from .buffers import MAX_REORDER, SEQ_MASK, OutPacket, ReorderBuffer, SendBuffer
+from .buffers import MAX_REORDER, SEQ_MASK, OutPacket, ReadBuffer, ReorderBuffer, SendBuffer
 from .ledbat import TIMESTAMP_MASK, DelayHistory, Ledbat
 from .packet import (
     HEADER,
@@ -108,6 +121,7 @@ from .packet import (
     ST_SYN,
     VERSION,
     Packet,
+    decode,
     pack,
 )
 from .rtt import RttEstimator
@@ -129,6 +143,10 @@ DUP_ACKS = 3
 THEIR_DELAY_EVERY = 0.01
 #: How many times our FIN is retried after the peer's FIN was reached.
 FIN_RETRIES_AFTER_PEER_FIN = 2
+_NO_LIMIT = 1 << 30
+#: The first byte of a version-1 DATA packet, and the header's parser.
+_DATA_V1 = ST_DATA << 4 | VERSION
+_unpack_header = HEADER.unpack_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +217,27 @@ class _Counters:
         self.dup_acks = self.duplicates_in = self.invalid = 0
 
 
+def _gather(chunks: deque[bytes], off: int, size: int) -> tuple[bytes, int]:
+    """``size`` bytes from ``chunks`` starting ``off`` into the first: (them, the new offset).
+
+    For a packet that spans written chunks (many small messages); whole
+    chunks it uses up are removed.
+    """
+    parts: list[bytes] = []
+    need = size
+    while need:
+        head = chunks[0]
+        avail = len(head) - off
+        if avail > need:
+            parts.append(head[off : off + need])
+            return b"".join(parts), off + need
+        parts.append(head[off:] if off else head)
+        chunks.popleft()
+        off = 0
+        need -= avail
+    return b"".join(parts), 0
+
+
 def _micros(now: float) -> int:
     return int(now * 1_000_000) & TIMESTAMP_MASK
 
@@ -219,6 +258,7 @@ class UtpConnection:
         if settings.mtu_payload < 64 or settings.recv_buffer < settings.mtu_payload:
             raise LocalProtocolError("utp: mtu_payload >= 64 and recv_buffer >= mtu_payload")
         self._settings = settings
+        self._recv_buffer = settings.recv_buffer
         self._recv_id = recv_id & 0xFFFF
         self._send_id = send_id & 0xFFFF
         self._state = state
@@ -228,8 +268,11 @@ class UtpConnection:
         self._counters = _Counters()
         # sending
         self._sbuf = SendBuffer(seq_nr)
-        self._unsent = bytearray()
+        # written, not yet packetised: chunks as written, the head's first
+        # _unsent_off bytes already sent
+        self._unsent: deque[bytes] = deque()
         self._unsent_off = 0
+        self._unsent_bytes = 0
         self._tx = 0
         self._fin_requested = False
         self._fin: OutPacket | None = None
@@ -246,14 +289,14 @@ class UtpConnection:
         # receiving
         self._ack_nr = 0
         self._reorder = ReorderBuffer()
-        self._readq: list[bytes] = []
-        self._readable = 0
+        self._rbuf = ReadBuffer()
         self._eof_seq: int | None = None
         self._peer_fin_reached = False
         self._peer_closed_first = False
         self._ack_needed = False
         self._last_adv = settings.recv_buffer
-        self._reply_micro = 0
+        self._reply_ts = 0  # the last timestamp_us received, and when
+        self._reply_at = 0.0
         self._their_delay = DelayHistory()
         self._their_sample_due = 0.0
         # timers
@@ -351,13 +394,13 @@ class UtpConnection:
 
     @property
     def readable(self) -> int:
-        return self._readable
+        return len(self._rbuf)
 
     @property
     def writable(self) -> int:
         if self._fin_requested or self._state == "closed":
             return 0
-        held = len(self._unsent) - self._unsent_off + self._sbuf.payload_bytes
+        held = self._unsent_bytes + self._sbuf.payload_bytes
         return max(0, self._settings.send_buffer - held)
 
     def stats(self) -> UtpStats:
@@ -399,26 +442,36 @@ class UtpConnection:
         size = len(data) if not isinstance(data, memoryview) else data.nbytes
         take = min(room, size)
         if take:
-            if self._unsent_off and self._unsent_off == len(self._unsent):
-                self._unsent.clear()
-                self._unsent_off = 0
-            if take == size:
-                self._unsent += data
+            if take == size and type(data) is bytes:
+                chunk = data  # immutable: kept as it is
             else:
                 with memoryview(data) as view, view.cast("B") as flat:
-                    self._unsent += flat[:take]
+                    chunk = flat[:take].tobytes()
+            self._unsent.append(chunk)
+            self._unsent_bytes += take
         return take
+
+    def read_into(self, buffer: memoryview) -> int:
+        """Copy in-order payload into ``buffer`` (a flat byte view), as much as fits; the count.
+
+        What :meth:`read` does without building a ``bytes`` first; what does
+        not fit stays here and keeps our window that much closed.
+        """
+        count = self._rbuf.read_into(buffer)
+        if count:
+            self._note_read()
+        return count
+
+    def _note_read(self) -> None:
+        if self._state != "closed" and self._last_adv < self._mss <= self._advertised_window():
+            self._ack_needed = True  # a window update: the peer may be waiting on it
 
     def read(self) -> bytes:
         """All in-order payload received so far; reading re-opens our receive window."""
-        if not self._readable:
+        if not self._rbuf:
             return b""
-        queue = self._readq
-        data = queue[0] if len(queue) == 1 else b"".join(queue)
-        queue.clear()
-        self._readable = 0
-        if self._state != "closed" and self._last_adv < self._mss <= self._advertised_window():
-            self._ack_needed = True  # a window update: the peer may be waiting on it
+        data = self._rbuf.read()
+        self._note_read()
         return data
 
     def close(self, now: float) -> None:
@@ -445,14 +498,30 @@ class UtpConnection:
 
     # --- output and timers -----------------------------------------------------------
 
-    def outgoing(self) -> list[bytes]:
-        """The datagrams to send now, in order (drains them)."""
+    def outgoing(self, now: float | None = None, limit: int = 0) -> list[bytes]:
+        """The datagrams to send now, in order (drains them).
+
+        ``now``, when given, is the send time: timestamps, RTT and timers
+        start from it rather than from the last input (a batch of received
+        packets can take a while to handle).  ``limit`` > 0 caps the count;
+        while a call returns ``limit`` datagrams, call again and send each
+        list before asking for the next: a window's worth (thousands of
+        datagrams) built at once grows the heap, and on Linux every fresh
+        page faults, which measured as much again as building them; sent in
+        small lists the same few pages are reused.
+        """
+        if now is not None:
+            self._now = now
         out = self._out
         self._out = []
-        sent_data = self._flush(out) if self._state != "closed" else False
+        if self._state != "closed":
+            sent_data = self._flush(out, limit if limit > 0 else _NO_LIMIT)
+            if sent_data and not self._reorder.packets:
+                self._ack_needed = False  # the data carried it (a SACK needs a STATE)
+            if limit and len(out) >= limit:
+                return out  # more to come: a STATE still owed goes last
         if self._ack_needed:
-            if not sent_data or len(self._reorder):
-                self._send_state(out)
+            self._send_state(out)
             self._ack_needed = False
         return out
 
@@ -510,40 +579,113 @@ class UtpConnection:
         state = self._state
         if state == "closed":
             return
+        kind, _, ts, ts_diff, wnd, seq, ack_nr, sack, payload = packet
         counters = self._counters
         counters.packets_in += 1
-        sack = packet.sack
-        counters.bytes_in += HEADER_SIZE + len(packet.payload) + (len(sack) + 2 if sack else 0)
-        kind = packet.type
-        if kind == ST_RESET:
-            self._close("utp: reset by peer")
+        counters.bytes_in += HEADER_SIZE + len(payload) + (len(sack) + 2 if sack else 0)
+        if kind >= ST_RESET:
+            if kind == ST_RESET:
+                self._close("utp: reset by peer")
+            else:
+                self._on_syn(packet)
             return
-        if kind == ST_SYN:
-            self._on_syn(packet)
-            return
+        sbuf = self._sbuf
         if state == "syn-sent":
-            if kind != ST_STATE or packet.ack_nr != (self._sbuf.seq_nr - 1) & SEQ_MASK:
+            if kind != ST_STATE or ack_nr != (sbuf.seq_nr - 1) & SEQ_MASK:
                 counters.invalid += 1
                 return
             self._state = "connected"
             self._connect_deadline = None
-            self._ack_nr = (packet.seq_nr - 1) & SEQ_MASK
-        acked = self._sbuf.ack_through(packet.ack_nr)
-        if acked is None:
-            counters.invalid += 1
-            return
+            self._ack_nr = (seq - 1) & SEQ_MASK
+        if ack_nr == sbuf.acked:
+            acked: list[OutPacket] = []  # the common case of a data packet: nothing new
+        else:
+            maybe = sbuf.ack_through(ack_nr)
+            if maybe is None:
+                counters.invalid += 1
+                return
+            acked = maybe
         if state == "syn-recv":
             self._state = "connected"
             self._connect_deadline = None
         self._last_recv = now
-        self._peer_wnd = packet.wnd_size
-        self._note_timestamps(packet, now, bool(acked) or bool(self._sbuf.packets))
-        self._on_acks(packet, acked, now)
-        if self._state == "closed":
-            return
+        self._peer_wnd = wnd
+        if ts:
+            # The echo in what we send next is computed when it is sent.
+            self._reply_ts = ts
+            self._reply_at = now
+            if now >= self._their_sample_due:
+                self._sample_their_delay(now)
+        if acked or (kind == ST_STATE and sbuf.packets):
+            # Our one-way delay drives LEDBAT: sampled from what acknowledges
+            # our data, not from every packet of a download that happens to
+            # arrive while a request of ours is in flight.
+            self._ledbat.on_delay_sample(ts_diff, now)
+        if acked or sack is not None or kind == ST_STATE:
+            self._on_acks(packet, acked, now)
+            if self._state == "closed":
+                return
         if kind != ST_STATE:
-            self._on_data(packet)
-        self._maybe_finish()
+            rbuf = self._rbuf
+            size = len(payload)
+            if (
+                seq == (self._ack_nr + 1) & SEQ_MASK
+                and kind == ST_DATA
+                and self._eof_seq is None
+                and not self._reorder.packets
+                and rbuf.size + size <= self._recv_buffer
+            ):
+                # In order, nothing waiting behind it: straight to the reader.
+                self._ack_needed = True
+                self._ack_nr = seq
+                if size:
+                    rbuf.append(payload)
+                    counters.payload_in += size
+            else:
+                self._on_data(packet)
+        if self._fin is not None:
+            self._maybe_finish()
+
+    def receive_datagram(self, data: bytes | memoryview, now: float) -> None:
+        """:meth:`receive` for a raw datagram already matched to this connection.
+
+        :class:`~.packet.UtpPacketError` if it is malformed.  The shape of
+        nearly every packet of a download (DATA without extensions, the next
+        in order, acknowledging nothing new, room in the window, connected)
+        is taken here without building a :class:`~.packet.Packet` or going
+        through the general path; it does exactly what :meth:`receive` would.
+        Anything else is decoded and handed to :meth:`receive`.
+        """
+        if data[0] == _DATA_V1 and not data[1] and len(data) >= HEADER_SIZE:
+            _, _, _, ts, _, wnd, seq, ack_nr = _unpack_header(data)
+            rbuf = self._rbuf
+            size = len(data) - HEADER_SIZE
+            if (
+                seq == (self._ack_nr + 1) & SEQ_MASK
+                and ack_nr == self._sbuf.acked
+                and self._state == "connected"
+                and self._eof_seq is None
+                and not self._reorder.packets
+                and rbuf.size + size <= self._recv_buffer
+            ):
+                self._now = now
+                counters = self._counters
+                counters.packets_in += 1
+                counters.bytes_in += HEADER_SIZE + size
+                self._last_recv = now
+                self._peer_wnd = wnd
+                if ts:
+                    self._reply_ts = ts
+                    self._reply_at = now
+                    if now >= self._their_sample_due:
+                        self._sample_their_delay(now)
+                self._ack_needed = True
+                self._ack_nr = seq
+                if size:
+                    rbuf.append(data[HEADER_SIZE:])
+                    counters.payload_in += size
+                return
+        self.receive(decode(data), now)
 
     def _on_syn(self, packet: Packet) -> None:
         # A retransmitted SYN: our STATE answering it was lost.  Answer again
@@ -554,17 +696,25 @@ class UtpConnection:
         else:
             self._counters.invalid += 1
 
-    def _note_timestamps(self, packet: Packet, now: float, sending: bool = False) -> None:
+    def _note_timestamps(self, packet: Packet, now: float) -> None:
+        """The SYN's timestamp (what :meth:`receive` does inline for every other packet)."""
         if packet.timestamp_us:
-            reply = (_micros(now) - packet.timestamp_us) & TIMESTAMP_MASK
-            self._reply_micro = reply  # echoed in everything we send
-            if reply and now >= self._their_sample_due:
-                # their one-way delay is only reported (stats): sampled, not per packet
-                self._their_delay.add(reply, now)
-                self._their_sample_due = now + THEIR_DELAY_EVERY
-        if sending:
-            # our one-way delay drives LEDBAT; it matters while we have data out
-            self._ledbat.on_delay_sample(packet.timestamp_diff_us, now)
+            self._reply_ts = packet.timestamp_us
+            self._reply_at = now
+            self._sample_their_delay(now)
+
+    def _reply_micro(self) -> int:
+        """``timestamp_diff_us`` for what we send: the last packet's delay, as measured."""
+        if not self._reply_ts:
+            return 0
+        return (_micros(self._reply_at) - self._reply_ts) & TIMESTAMP_MASK
+
+    def _sample_their_delay(self, now: float) -> None:
+        # their one-way delay is only reported (stats): sampled, not per packet
+        reply = self._reply_micro()
+        if reply:
+            self._their_delay.add(reply, now)
+            self._their_sample_due = now + THEIR_DELAY_EVERY
 
     def _on_acks(self, packet: Packet, acked: list[OutPacket], now: float) -> None:
         sbuf = self._sbuf
@@ -645,7 +795,7 @@ class UtpConnection:
         payload = packet.payload
         recv_buffer = self._settings.recv_buffer
         if offset == 0:
-            if payload and self._readable + len(payload) > recv_buffer:
+            if payload and len(self._rbuf) + len(payload) > recv_buffer:
                 return  # window overrun (or a probe): dropped, the ack tells the window
             self._deliver(seq, packet.type, payload)
             reorder = self._reorder
@@ -662,15 +812,14 @@ class UtpConnection:
         if seq in reorder:
             self._counters.duplicates_in += 1
             return
-        if self._readable + reorder.bytes + len(payload) > recv_buffer:
+        if len(self._rbuf) + reorder.bytes + len(payload) > recv_buffer:
             return  # no room: the sender will retransmit
-        reorder.put(seq, packet.type, payload)
+        reorder.put(seq, packet.type, bytes(payload))  # a copy: payload may be a view
 
-    def _deliver(self, seq: int, kind: int, payload: bytes) -> None:
+    def _deliver(self, seq: int, kind: int, payload: bytes | memoryview) -> None:
         self._ack_nr = seq
         if payload:
-            self._readq.append(payload)
-            self._readable += len(payload)
+            self._rbuf.append(payload)
             self._counters.payload_in += len(payload)
         if seq == self._eof_seq:
             self._peer_fin_reached = True
@@ -694,7 +843,7 @@ class UtpConnection:
     # --- sending --------------------------------------------------------------------
 
     def _advertised_window(self) -> int:
-        free = self._settings.recv_buffer - self._readable - self._reorder.bytes
+        free = self._settings.recv_buffer - len(self._rbuf) - self._reorder.bytes
         return free if free > 0 else 0
 
     def _transmit(self, out: OutPacket, sink: list[bytes]) -> None:
@@ -705,7 +854,7 @@ class UtpConnection:
             out.kind,
             self._recv_id if out.kind == ST_SYN else self._send_id,
             _micros(now),
-            self._reply_micro,
+            self._reply_micro(),
             wnd,
             out.seq,
             self._ack_nr if out.kind != ST_SYN else 0,
@@ -734,7 +883,7 @@ class UtpConnection:
             ST_STATE,
             self._send_id,
             _micros(self._now),
-            self._reply_micro,
+            self._reply_micro(),
             wnd,
             self._sbuf.seq_nr,
             self._ack_nr if ack_nr is None else ack_nr,
@@ -755,7 +904,7 @@ class UtpConnection:
             ST_RESET,
             self._send_id,
             _micros(self._now),
-            self._reply_micro,
+            self._reply_micro(),
             0,
             self._sbuf.seq_nr,
             self._ack_nr,
@@ -773,8 +922,12 @@ class UtpConnection:
         # A window below one packet still lets one packet out when nothing is in flight.
         return in_flight == 0 and size <= peer
 
-    def _flush(self, sink: list[bytes]) -> bool:
-        """Send what the window allows: lost packets, new data, the FIN.  True if any DATA/FIN."""
+    def _flush(self, sink: list[bytes], limit: int) -> bool:
+        """Send what the window allows: lost packets, new data, the FIN.  True if any DATA/FIN.
+
+        Stops once ``sink`` holds ``limit`` datagrams, as if the window had
+        room for no more (the next call carries on).
+        """
         state = self._state
         sbuf = self._sbuf
         if state == "syn-sent":
@@ -789,17 +942,23 @@ class UtpConnection:
         blocked = False
         force = self._force_send
         while (out := sbuf.first_lost()) is not None:
+            if len(sink) >= limit:
+                self._force_send = force
+                return sent
             if not force and not self._can_send(len(out.payload)):
                 blocked = True
                 break
             force = False
             self._transmit(out, sink)  # takes it off the lost list
             sent = True
-        if not blocked and len(self._unsent) > self._unsent_off:
-            sent_new, blocked = self._send_new_data(sink, force)
+        if not blocked and self._unsent_bytes:
+            sent_new, blocked = self._send_new_data(sink, force, limit - len(sink))
             if sent_new:
                 sent = True
                 force = False
+            if len(sink) >= limit:
+                self._force_send = force
+                return sent
         if (
             not blocked
             and self._fin_requested
@@ -817,37 +976,28 @@ class UtpConnection:
             self._persist_deadline = None
         return sent
 
-    def _send_new_data(self, sink: list[bytes], force: bool) -> tuple[bool, bool]:
-        """Packetise the unsent bytes as far as the window allows: (any sent, blocked)."""
+    def _send_new_data(self, sink: list[bytes], force: bool, most: int) -> tuple[bool, bool]:
+        """Packetise unsent bytes as far as the window and ``most`` allow: (any sent, blocked).
+
+        Two passes, each without a call per packet: cut the payloads the
+        window admits, hand them to the send buffer in one go, then build
+        the datagrams (every header field but ``seq_nr`` is the same).
+        """
         sbuf = self._sbuf
         unsent = self._unsent
+        left = self._unsent_bytes
         off = self._unsent_off
-        end = len(unsent)
         mss = self._mss
         peer = self._peer_wnd
         cwnd = self._ledbat.cwnd
         limit = cwnd if cwnd < peer else peer
         room = MAX_OUTSTANDING - sbuf.outstanding
-        now = self._now
-        ts = _micros(now)
-        wnd = self._advertised_window()
-        self._last_adv = wnd
-        header = HEADER.pack
-        type_ver = ST_DATA << 4 | VERSION
-        send_id = self._send_id
-        reply = self._reply_micro
-        ack = self._ack_nr
-        new_packet = sbuf.new_packet
-        mark_sent = sbuf.sent
-        tx = self._tx
-        first_tx = tx
-        sent_bytes = 0
+        in_flight = sbuf.in_flight
+        payloads: list[bytes] = []
         blocked = False
-        while off < end:
-            size = end - off
-            if size > mss:
-                size = mss
-            in_flight = sbuf.in_flight
+        while left and most > 0:
+            most -= 1
+            size = left if left < mss else mss
             if room <= 0 or (
                 not force and in_flight + size > limit and not (in_flight == 0 and size <= peer)
             ):
@@ -855,32 +1005,51 @@ class UtpConnection:
                 break
             force = False
             room -= 1
-            payload = bytes(unsent[off : off + size])
-            off += size
-            out = new_packet(ST_DATA, payload)
-            datagram = header(type_ver, 0, send_id, ts, reply, wnd, out.seq, ack) + payload
-            sink.append(datagram)
-            tx += 1
-            mark_sent(out, now, tx)
-            sent_bytes += size
-        count = tx - first_tx
-        if count:
-            self._tx = tx
-            counters = self._counters
-            counters.packets_out += count
-            counters.bytes_out += sent_bytes + count * HEADER_SIZE
-            counters.payload_out += sent_bytes
-            self._last_send = now
-            if self._rto_deadline is None:
-                self._rto_deadline = now + self._rtt.rto
-        if off >= end:
-            unsent.clear()
-            off = 0
-        elif off > 1 << 20 and off * 2 > end:
-            del unsent[:off]
-            off = 0
+            head = unsent[0]
+            stop = off + size
+            if stop < len(head):
+                payloads.append(head[off:stop])
+                off = stop
+            elif stop == len(head):
+                payloads.append(head[off:] if off else head)
+                unsent.popleft()
+                off = 0
+            else:
+                payload, off = _gather(unsent, off, size)
+                payloads.append(payload)
+            in_flight += size
+            left -= size
+        self._unsent_bytes = left
         self._unsent_off = off
-        return count > 0, blocked
+        count = len(payloads)
+        if not count:
+            return False, blocked
+        now = self._now
+        seq = sbuf.seq_nr
+        sbuf.send_many(ST_DATA, payloads, now, self._tx + 1)
+        self._tx += count
+        header = HEADER.pack
+        type_ver = ST_DATA << 4 | VERSION
+        send_id = self._send_id
+        ts = _micros(now)
+        reply = self._reply_micro()
+        wnd = self._advertised_window()
+        self._last_adv = wnd
+        ack = self._ack_nr
+        append = sink.append
+        sent_bytes = 0
+        for payload in payloads:
+            append(header(type_ver, 0, send_id, ts, reply, wnd, seq, ack) + payload)
+            seq = (seq + 1) & SEQ_MASK
+            sent_bytes += len(payload)
+        counters = self._counters
+        counters.packets_out += count
+        counters.bytes_out += sent_bytes + count * HEADER_SIZE
+        counters.payload_out += sent_bytes
+        self._last_send = now
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self._rtt.rto
+        return True, blocked
 
     def _note_blocked(self) -> None:
         now = self._now
@@ -942,4 +1111,5 @@ class UtpConnection:
         self._reorder.clear()
         self._unsent.clear()
         self._unsent_off = 0
+        self._unsent_bytes = 0
         self._rto_deadline = self._persist_deadline = self._connect_deadline = None
