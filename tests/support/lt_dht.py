@@ -39,7 +39,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -52,8 +51,6 @@ from typing import Any
 import pytest
 
 from tests.support.ltharness import (
-    _LIVE,
-    _LIVE_LOCK,
     DEFAULT_TIMEOUT,
     Encryption,
     LibtorrentPeer,
@@ -443,33 +440,7 @@ class LibtorrentDhtNode(LibtorrentPeer):
             argv += ["--settings", json.dumps(dict(settings))]
         if self.pkt_log is not None:
             argv += ["--pkt-log", str(self.pkt_log)]
-        self._proc = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-            start_new_session=True,  # Ctrl-C in the test goes to pytest only
-        )
-        with _LIVE_LOCK:
-            _LIVE.add(self)  # the atexit backstop of ltharness stops us too
-        proc = self._proc
-        assert proc.stdout is not None and proc.stderr is not None
-        self._threads = [
-            threading.Thread(target=self._read_stdout, args=(proc.stdout,), daemon=True),
-            threading.Thread(target=self._read_stderr, args=(proc.stderr,), daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-        try:
-            ev = self.wait_event("listening", timeout=timeout)
-        except BaseException:
-            self.stop(grace=0)
-            raise
+        ev = self._launch(argv, timeout, cwd=REPO)
         self._port = int(ev["port"])
         self._dht_port = int(ev["dht_port"])
         self._node_id = bytes.fromhex(str(ev["node_id"]))

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -56,8 +55,6 @@ import libtorrent as lt
 import pytest
 
 from tests.support.ltharness import (
-    _LIVE,
-    _LIVE_LOCK,
     DEFAULT_TIMEOUT,
     Encryption,
     LibtorrentPeer,
@@ -473,33 +470,7 @@ class LibtorrentTransportPeer(LibtorrentPeer):
             argv += ["--download-rate", str(int(download_rate))]
         if settings:
             argv += ["--settings", json.dumps(dict(settings))]
-        self._proc = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-            start_new_session=True,  # Ctrl-C in the test goes to pytest only
-        )
-        with _LIVE_LOCK:
-            _LIVE.add(self)  # the atexit backstop of ltharness stops us too
-        proc = self._proc
-        assert proc.stdout is not None and proc.stderr is not None
-        self._threads = [
-            threading.Thread(target=self._read_stdout, args=(proc.stdout,), daemon=True),
-            threading.Thread(target=self._read_stderr, args=(proc.stderr,), daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-        try:
-            ev = self.wait_event("listening", timeout=timeout)
-        except BaseException:
-            self.stop(grace=0)
-            raise
+        ev = self._launch(argv, timeout, cwd=REPO)
         self._port = int(ev["port"])
         return self._port
 

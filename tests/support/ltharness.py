@@ -117,8 +117,24 @@ class LibtorrentPeer:
             argv += ["--download-rate", str(int(download_rate))]
         if settings:
             argv += ["--settings", json.dumps(dict(settings))]
+        ev = self._launch(argv, timeout)
+        self._port = int(ev["port"])
+        self.port6 = int(ev["port6"]) if ev.get("port6") is not None else None
+        return self._port
+
+    def _launch(
+        self, argv: list[str], timeout: float, cwd: str | Path | None = None
+    ) -> dict[str, Any]:
+        """Spawn the child with ``argv``, read its streams, wait for its ``listening`` event.
+
+        Shared by every libtorrent child (the plain peer and the DHT and
+        transport variants in ``lt_dht`` / ``lt_transport``): its own
+        session, registered for the atexit backstop, stopped again if it
+        never says it listens.
+        """
         self._proc = subprocess.Popen(
             argv,
+            cwd=cwd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -139,13 +155,10 @@ class LibtorrentPeer:
         for t in self._threads:
             t.start()
         try:
-            ev = self.wait_event("listening", timeout=timeout)
+            return self.wait_event("listening", timeout=timeout)
         except BaseException:
             self.stop(grace=0)
             raise
-        self._port = int(ev["port"])
-        self.port6 = int(ev["port6"]) if ev.get("port6") is not None else None
-        return self._port
 
     def stop(self, grace: float = 3.0) -> int | None:
         """Ask the child to quit, SIGKILL it after ``grace`` seconds, reap it.
