@@ -337,20 +337,7 @@ def _child_main(argv: list[str]) -> int:
             if self._pkt_log is not None:
                 self._pkt_log.close()
 
-    print(f"lt_dht: libtorrent {lt.__version__} pid {os.getpid()}", file=sys.stderr, flush=True)
-    peer = DhtPeer(args)
-    peer.wait_listening()
-    try:
-        while True:
-            line = sys.stdin.readline()
-            if not line:  # the controller closed stdin or died
-                break
-            if line.strip() and not peer.handle_line(line):
-                break
-    finally:
-        peer.close()
-    print("lt_dht: quitting", file=sys.stderr, flush=True)
-    return 0
+    return lt_peer.serve(DhtPeer(args), "lt_dht")
 
 
 def _hex20(value: object) -> str:

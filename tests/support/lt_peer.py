@@ -445,10 +445,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    print(f"lt_peer: libtorrent {lt.__version__} pid {os.getpid()}", file=sys.stderr, flush=True)
-    peer = Peer(args)
+def serve(peer: Peer, name: str) -> int:
+    """The child's life: wait until it listens, obey stdin's commands, close (every variant)."""
+    print(f"{name}: libtorrent {lt.__version__} pid {os.getpid()}", file=sys.stderr, flush=True)
     peer.wait_listening()
     try:
         while True:
@@ -459,8 +458,12 @@ def main(argv: list[str]) -> int:
                 break
     finally:
         peer.close()
-    print("lt_peer: quitting", file=sys.stderr, flush=True)
+    print(f"{name}: quitting", file=sys.stderr, flush=True)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return serve(Peer(parse_args(argv)), "lt_peer")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -310,20 +309,7 @@ def _child_main(argv: list[str]) -> int:
             with self._seen_lock:
                 self._seen.clear()
 
-    print(f"lt_transport: libtorrent {lt.__version__} pid {os.getpid()}", file=sys.stderr)
-    peer = TransportPeer(args)
-    peer.wait_listening()
-    try:
-        while True:
-            line = sys.stdin.readline()
-            if not line:  # the controller closed stdin or died
-                break
-            if line.strip() and not peer.handle_line(line):
-                break
-    finally:
-        peer.close()
-    print("lt_transport: quitting", file=sys.stderr, flush=True)
-    return 0
+    return lt_peer.serve(TransportPeer(args), "lt_transport")
 
 
 def _socket_type(value: Any) -> str:
