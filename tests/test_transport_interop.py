@@ -11,8 +11,7 @@ SHA-256 against the original; payloads are multi-file with an empty file and
 pieces spanning file boundaries.
 
 The first tests prove the harness with libtorrent alone (they run without
-our engine); the engine cases run once ``core/net/utp_socket.py`` and
-``core/net/mse_stream.py`` exist, and fail (not skip) under ``CI``.
+our engine); the others put our engine on the other end.
 Transfer rates are recorded (terminal summary) but never asserted. The 1 GiB
 case is in bench/utp_throughput.py: tests stay at or under 32 MiB.
 """
@@ -20,9 +19,6 @@ case is in bench/utp_throughput.py: tests stay at or under 32 MiB.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import importlib.util
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,28 +58,6 @@ NAME = "payload"
 PIECE = 256 * KIB
 Dialer = Literal["us", "lt"]
 OurEncryption = Literal["prefer", "require", "disable"]
-
-# -- what the engine offers yet -------------------------------------------------------
-
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(ClientConfig)}
-
-
-def _missing(modules: tuple[str, ...], config_fields: tuple[str, ...]) -> list[str]:
-    gone = [m for m in modules if importlib.util.find_spec(m) is None]
-    return gone + [f"ClientConfig.{f}" for f in config_fields if f not in _CONFIG_FIELDS]
-
-
-def _needs(*modules: str, config_fields: tuple[str, ...] = ()) -> pytest.MarkDecorator:
-    """Skip while the engine lacks these (issue 14 lands in parts); never under CI."""
-    missing = _missing(modules, config_fields)
-    return pytest.mark.skipif(
-        bool(missing) and not os.environ.get("CI"),
-        reason=f"the engine has no {', '.join(missing)} yet",
-    )
-
-
-needs_utp = _needs("core.net.utp_socket", "core.utp")
-needs_mse = _needs("core.net.mse_stream", "core.mse", config_fields=("encryption",))
 
 # -- payloads ---------------------------------------------------------------------------
 
@@ -403,14 +377,13 @@ async def libtorrent_downloads(
 # -- uTP only -------------------------------------------------------------------------
 
 
-@needs_utp
 @pytest.mark.parametrize("dialer", ["us", "lt"])
 async def test_we_download_over_utp_only(
     tmp_path: Path, lt_transport_factory: LibtorrentTransportFactory, dialer: Dialer
 ) -> None:
     # 24 MiB: several times the 4 MiB windows, so flow and congestion control
     # run in their steady state, not just the first window.
-    encryption: OurEncryption | None = "disable" if "encryption" in _CONFIG_FIELDS else None
+    encryption: OurEncryption = "disable"
     await we_download(
         tmp_path,
         lt_transport_factory,
@@ -423,12 +396,11 @@ async def test_we_download_over_utp_only(
     )
 
 
-@needs_utp
 @pytest.mark.parametrize("dialer", ["us", "lt"])
 async def test_libtorrent_downloads_from_us_over_utp_only(
     tmp_path: Path, lt_transport_factory: LibtorrentTransportFactory, dialer: Dialer
 ) -> None:
-    encryption: OurEncryption | None = "disable" if "encryption" in _CONFIG_FIELDS else None
+    encryption: OurEncryption = "disable"
     await libtorrent_downloads(
         tmp_path,
         lt_transport_factory,
@@ -444,14 +416,13 @@ async def test_libtorrent_downloads_from_us_over_utp_only(
 # -- libtorrent forcing RC4 -------------------------------------------------------------
 
 
-@needs_mse
 @pytest.mark.parametrize(
     ("transport", "encryption", "dialer"),
     [
         ("tcp", "require", "us"),
         ("tcp", "prefer", "lt"),
-        pytest.param("utp", "prefer", "us", marks=needs_utp),
-        pytest.param("utp", "require", "lt", marks=needs_utp),
+        ("utp", "prefer", "us"),
+        ("utp", "require", "lt"),
     ],
 )
 async def test_we_download_from_libtorrent_forcing_rc4(
@@ -475,14 +446,13 @@ async def test_we_download_from_libtorrent_forcing_rc4(
     )
 
 
-@needs_mse
 @pytest.mark.parametrize(
     ("transport", "encryption", "dialer"),
     [
         ("tcp", "prefer", "us"),
         ("tcp", "require", "lt"),
-        pytest.param("utp", "require", "us", marks=needs_utp),
-        pytest.param("utp", "prefer", "lt", marks=needs_utp),
+        ("utp", "require", "us"),
+        ("utp", "prefer", "lt"),
     ],
 )
 async def test_libtorrent_forcing_rc4_downloads_from_us(
@@ -506,7 +476,6 @@ async def test_libtorrent_forcing_rc4_downloads_from_us(
     )
 
 
-@needs_mse
 async def test_our_require_refuses_plaintext_libtorrent(
     tmp_path: Path, lt_transport_factory: LibtorrentTransportFactory
 ) -> None:
@@ -537,8 +506,6 @@ async def wait_drops(peer: LibtorrentTransportPeer, count: int, timeout: float =
 # -- a mixed swarm --------------------------------------------------------------------
 
 
-@needs_utp
-@needs_mse
 async def test_mixed_swarm_utp_tcp_and_forced_rc4(
     tmp_path: Path, lt_transport_factory: LibtorrentTransportFactory
 ) -> None:
