@@ -29,6 +29,7 @@ from core.engine.client import Client
 from core.engine.peer import Peer
 from core.events import PeerSource
 from core.formats.create import create_torrent
+from core.net.tcp import TcpStream
 from core.wire import HaveAll, PeerConnection, Request, Unchoke
 
 
@@ -92,7 +93,7 @@ async def run(
         peer = Peer(t, ("127.0.0.1", 6881), PeerSource.DIRECT, incoming=False)
         t._swarm.half_open[peer.address] = peer
         conn = t._swarm.new_connection(t.info_hash.wire)
-        proto = client.make_protocol(conn, peer, outgoing=True)
+        proto = TcpStream(client.make_driver(conn, peer, outgoing=True))
         transport = FakeTransport()
         proto.connection_made(transport)
 

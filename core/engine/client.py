@@ -382,10 +382,6 @@ class Client:
         peer.torrent.attach(peer, proto)
         return proto
 
-    def make_protocol(self, conn: PeerConnection, peer: Peer, *, outgoing: bool) -> TcpStream:
-        """A plain TCP protocol around :meth:`make_driver` (for driving a connection by hand)."""
-        return TcpStream(self.make_driver(conn, peer, outgoing=outgoing))
-
     def transport_policy(self) -> TransportPolicy:
         """The connection settings now (read at each dial and accept)."""
         cfg = self.config
