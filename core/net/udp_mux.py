@@ -78,7 +78,6 @@ import ipaddress
 import logging
 import os
 import socket
-import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,6 +86,17 @@ from typing import Any
 from core.errors import ConfigError
 
 from .stream import Address
+from .udp_offload import (
+    GRO_ANCILLARY,
+    GSO_MAX_BYTES,
+    GSO_MAX_SEGMENTS,
+    NO_OFFLOAD,
+    SOL_UDP,
+    UDP_GRO,
+    UDP_SEGMENT,
+    Recvmmsg,
+    enable_offload,
+)
 
 __all__ = [
     "BATCH",
@@ -143,23 +153,6 @@ _ROUTES = bytes(
 )
 #: ``sendto`` failures that mean "no room right now", not "this address is bad".
 _CONGESTED = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
-
-#: Linux UDP segmentation offload (``<linux/udp.h>``; Python 3.11's socket
-#: module does not name them).  ``UDP_SEGMENT`` as a control message on
-#: ``sendmsg`` makes one call send many equal-sized datagrams (the last may
-#: be shorter); ``UDP_GRO`` lets the kernel hand several datagrams of one
-#: flow to one ``recvmsg``, their size in a control message.
-SOL_UDP = 17
-UDP_SEGMENT = 103
-UDP_GRO = 104
-#: Segments per GSO send: the kernel's UDP_MAX_SEGMENTS (64 before Linux 6.9).
-GSO_MAX_SEGMENTS = 64
-#: Bytes per GSO send: the whole must fit one IP packet (65,535 less headers).
-GSO_MAX_BYTES = 65000
-#: ``recvmsg`` room for the UDP_GRO control message (an int).
-_GRO_ANCILLARY = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
-#: GSO sends that fail this way mean "this path cannot offload": send one by one.
-_NO_OFFLOAD = frozenset({errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT})
 
 
 def normalise_address(sockaddr: tuple[Any, ...]) -> Addr:
@@ -246,8 +239,8 @@ class UdpMux:
             raise ConfigError(f"UdpMux needs an IPv4 or IPv6 datagram socket, not {sock!r}")
         sock.setblocking(False)
         #: Linux GSO for :meth:`sendmany` and GRO for reads, where the kernel has them.
-        self._gso = offload and _enable_offload(sock, UDP_SEGMENT, 0)
-        self._gro = offload and _GRO_ANCILLARY > 0 and _enable_offload(sock, UDP_GRO, 1)
+        self._gso = offload and enable_offload(sock, UDP_SEGMENT, 0)
+        self._gro = offload and GRO_ANCILLARY > 0 and enable_offload(sock, UDP_GRO, 1)
         self._gro_capable = self._gro
         #: reads go through recvmsg_into: GRO is on, or was until the queue drains
         self._gro_reading = self._gro
@@ -256,7 +249,9 @@ class UdpMux:
         self._gso_sends = 0
         self._gro_reads = 0
         #: recvmmsg for reads that cannot coalesce (Linux; None elsewhere)
-        self._mmsg = _Recvmmsg.create(sock, BATCH) if offload else None
+        self._mmsg = (
+            Recvmmsg.create(sock, BATCH, MAX_DATAGRAM, normalise_address) if offload else None
+        )
         self._loop = asyncio.get_running_loop()
         self._sock: socket.socket | None = sock
         self._fd = sock.fileno()
@@ -388,7 +383,7 @@ class UdpMux:
     def _set_gro(self, on: bool) -> None:
         """Switch GRO; reads stay on recvmsg_into until what was coalesced is read."""
         sock = self._sock
-        if sock is None or not _enable_offload(sock, UDP_GRO, int(on)):
+        if sock is None or not enable_offload(sock, UDP_GRO, int(on)):
             self._gro = self._gro_capable = False
             return
         self._gro = on
@@ -398,7 +393,7 @@ class UdpMux:
         else:
             self._gro_off_at = self._loop.time()
 
-    def _read_multi(self, reader: _Recvmmsg) -> None:
+    def _read_multi(self, reader: Recvmmsg) -> None:
         """Up to :data:`BATCH` datagrams in one ``recvmmsg``; what :meth:`_read_single` does."""
         for _ in range(3):  # a queued ICMP error is returned (and cleared) on its own
             try:
@@ -414,7 +409,7 @@ class UdpMux:
         view = reader.data_view
         lengths = reader.lengths
         keys = reader.keys
-        slot = reader.SLOT
+        slot = reader.slot
         address = reader.address
         batch = self._utp_batch is not None
         routes_in = self._route_in
@@ -519,7 +514,7 @@ class UdpMux:
                 self._dispatch_batch()
                 off = 0
             try:
-                n, ancdata, _flags, sockaddr = recv([view[off:]], _GRO_ANCILLARY)
+                n, ancdata, _flags, sockaddr = recv([view[off:]], GRO_ANCILLARY)
             except BlockingIOError:
                 if not self._gro:
                     # GRO was switched off and the queue is empty: nothing
@@ -667,7 +662,7 @@ class UdpMux:
             if exc.errno in _CONGESTED:
                 self._dropped_out += len(run)
                 return 0
-            if exc.errno not in _NO_OFFLOAD:
+            if exc.errno not in NO_OFFLOAD:
                 self._send_errors += len(run)
                 return 0
             sent = 0
@@ -769,22 +764,6 @@ def _family_of(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
 
-def _enable_offload(sock: socket.socket, option: int, value: int) -> bool:
-    """Set a Linux UDP offload option; False where the platform or kernel lacks it.
-
-    ``UDP_SEGMENT`` set to 0 changes nothing (each ``sendmsg`` asks for its
-    own segment size) but fails where the kernel has no UDP GSO (before 4.18);
-    ``UDP_GRO`` needs 5.0.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        sock.setsockopt(SOL_UDP, option, value)
-    except OSError:
-        return False
-    return True
-
-
 def _set_buffer(sock: socket.socket, option: int, size: int) -> None:
     """Ask for ``size`` bytes; the kernel caps it (``net.core.rmem_max``/``wmem_max``)."""
     if size > 0:
@@ -792,126 +771,3 @@ def _set_buffer(sock: socket.socket, option: int, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, option, size)
         except OSError as exc:
             log.debug("UDP socket buffer %d refused: %s", size, exc)
-
-
-class _Recvmmsg:
-    """``recvmmsg(2)`` through ctypes: up to ``count`` datagrams in one system call (Linux).
-
-    Python's socket module has no ``recvmmsg``; one ``recvfrom_into`` per
-    datagram measured 2.1-2.4 us, this 1.3-1.6 us, most of the difference
-    being system calls (``python -m bench.utp_loopback --paths``).  Each
-    message gets a 64 KiB slot of one buffer, so nothing is ever truncated
-    (only the pages a datagram touches are ever resident), and its sender's
-    ``sockaddr`` a slot of another; both are read in place by the mux.
-    The fields are public for the mux's loop, the one user.
-    """
-
-    SLOT = MAX_DATAGRAM
-    NAME = 28  # sockaddr_in6; sockaddr_in uses the first 16
-
-    def __init__(self, sock: socket.socket, count: int) -> None:
-        import ctypes
-
-        class IoVec(ctypes.Structure):
-            _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-        class MsgHdr(ctypes.Structure):
-            _fields_ = [
-                ("msg_name", ctypes.c_void_p),
-                ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.c_void_p),
-                ("msg_iovlen", ctypes.c_size_t),
-                ("msg_control", ctypes.c_void_p),
-                ("msg_controllen", ctypes.c_size_t),
-                ("msg_flags", ctypes.c_int),
-            ]
-
-        class MMsgHdr(ctypes.Structure):
-            _fields_ = [("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint)]
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.recvmmsg  # AttributeError where the C library lacks it
-        call.argtypes = [
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_void_p,
-        ]
-        call.restype = ctypes.c_int
-        self._call = call
-        self._get_errno = ctypes.get_errno
-        self._fd = sock.fileno()
-        self._count = count
-        self.v6 = sock.family == socket.AF_INET6
-        self.data = bytearray(count * self.SLOT)
-        self.data_view = memoryview(self.data)
-        self.names = bytearray(count * self.NAME)
-        self.names_view = memoryview(self.names)
-        self._iovs = (IoVec * count)()
-        self._msgs = (MMsgHdr * count)()
-        data_at = ctypes.addressof((ctypes.c_char * len(self.data)).from_buffer(self.data))
-        names_at = ctypes.addressof((ctypes.c_char * len(self.names)).from_buffer(self.names))
-        iovs_at = ctypes.addressof(self._iovs)
-        name_len = 28 if self.v6 else 16
-        for i in range(count):
-            self._iovs[i].iov_base = data_at + i * self.SLOT
-            self._iovs[i].iov_len = self.SLOT
-            hdr = self._msgs[i].msg_hdr
-            hdr.msg_name = names_at + i * self.NAME
-            hdr.msg_namelen = name_len  # the kernel writes back the same for this family
-            hdr.msg_iov = iovs_at + i * ctypes.sizeof(IoVec)
-            hdr.msg_iovlen = 1
-        self._msgs_at = ctypes.addressof(self._msgs)
-        # Every message's msg_len, and every sender's port and address, in
-        # one unpack each (a tuple per read instead of a call per datagram).
-        stride = ctypes.sizeof(MMsgHdr)
-        len_at = MMsgHdr.msg_len.offset
-        self._lengths = struct.Struct("=" + f"{len_at}xI{stride - len_at - 4}x" * count).unpack_from
-        key_size = 22 if self.v6 else 6  # port (+ flow info) + address
-        self._keys = struct.Struct(
-            "=" + f"2x{key_size}s{self.NAME - 2 - key_size}x" * count
-        ).unpack_from
-        self._msgs_view = memoryview(self._msgs).cast("B")
-        self._addresses: dict[bytes, Addr] = {}
-        #: after :meth:`read`: each message's length and sender key (first ``n`` valid)
-        self.lengths: tuple[int, ...] = ()
-        self.keys: tuple[bytes, ...] = ()
-
-    @classmethod
-    def create(cls, sock: socket.socket, count: int) -> _Recvmmsg | None:
-        """The reader, or None where there is no ``recvmmsg`` to call."""
-        if not sys.platform.startswith("linux"):
-            return None
-        try:
-            return cls(sock, count)
-        except (ImportError, OSError, AttributeError, ValueError):
-            return None
-
-    def read(self) -> int:
-        """Datagrams read into the slots (0: none waiting); ``OSError`` for a queued error."""
-        n: int = self._call(self._fd, self._msgs_at, self._count, socket.MSG_DONTWAIT, None)
-        if n > 0:
-            self.lengths = self._lengths(self._msgs_view)
-            self.keys = self._keys(self.names)
-            return n
-        if n == 0:
-            return 0
-        err = self._get_errno()
-        if err in (errno.EAGAIN, errno.EWOULDBLOCK):
-            return 0
-        raise OSError(err, os.strerror(err))
-
-    def address(self, key: bytes) -> Addr:
-        """A sender from its key in :attr:`keys`, normalised (cached: few peers, many packets)."""
-        addr = self._addresses.get(key)
-        if addr is None:
-            port = int.from_bytes(key[:2], "big")
-            if self.v6:
-                addr = normalise_address((socket.inet_ntop(socket.AF_INET6, key[6:22]), port))
-            else:
-                addr = (socket.inet_ntop(socket.AF_INET, key[2:6]), port)
-            if len(self._addresses) >= 4096:
-                self._addresses.clear()  # a DHT sees many senders: stay bounded
-            self._addresses[key] = addr
-        return addr
